@@ -1,0 +1,22 @@
+"""Triton kernels for binary networks: sign packing and the XNOR-popcount GEMM.
+
+Depends on torch and triton only (numpy for the CPU path); importing it starts no CUDA
+context and compiles nothing. See ``docs/kernels.md``.
+"""
+
+from triton_kernels.pack import pack_signs, pack_signs_reference, unpack_signs, unpack_signs_reference
+from triton_kernels.tuning import tune_xnor_gemm
+from triton_kernels.tuning_cache import default_cache_path, load_tuning_cache
+from triton_kernels.xnor_gemm import xnor_gemm, xnor_gemm_reference
+
+__all__ = [
+    "default_cache_path",
+    "load_tuning_cache",
+    "pack_signs",
+    "pack_signs_reference",
+    "tune_xnor_gemm",
+    "unpack_signs",
+    "unpack_signs_reference",
+    "xnor_gemm",
+    "xnor_gemm_reference",
+]

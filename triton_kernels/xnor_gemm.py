@@ -1,0 +1,564 @@
+"""XNOR-popcount GEMM on sign words: the binary layer's matrix product.
+
+With ``a`` and ``b`` packed by :func:`triton_kernels.pack_signs` (bit 1 means -1)::
+
+    out[m, n] = sum_k sign(a[m, k]) * sign(b[n, k])
+              = K - 2 * sum_w popcount(a_words[m, w] XOR b_words[n, w])
+
+exactly, in int32 (padding bits are 0 in both operands, so they never mismatch). An
+optional fused epilogue computes ``y = out * scale[n] + bias[n]`` in float32 (a folded
+batch norm) and stores ``y`` in a float dtype, or stores ``sign(y)`` already packed along
+n (bit 1 iff y < 0) so that the next binary layer reads it directly.
+
+==========  ======================  =======================================
+argument    shape                   dtype
+==========  ======================  =======================================
+a           (..., KW)               int32 sign words, KW = ceil(K / 32)
+b           (N, KW)                 int32 sign words (one row per output)
+scale/bias  (N,)                    floating (computed in float32)
+out         (..., N)                int32, float16, bfloat16 or float32
+out packed  (..., ceil(N / 32))     int32 sign words
+==========  ======================  =======================================
+
+Three GPU methods, each exact (``method=`` forces one, ``"auto"`` picks by batch size):
+
+``popcount``  XOR + popcount on CUDA cores. Tiles of (BLOCK_M, BLOCK_N) outputs, BLOCK_KW
+              words per step, optional split-K with atomics for int32 outputs. Small-batch
+              configs (BLOCK_M = batch bucket <= 16) read each weight word once: the
+              batch-1 case is bound by the 1-bit weights' bytes.
+``mma``       Unpack the words in registers to {0, -1} int8 and multiply on the tensor
+              cores with ``tl.dot``; the +-1 product follows from
+              ``K - 2 (|a| + |b|) + 4 a.b`` with |.| the rows' popcounts.
+``expand``    Unpack both operands to +-1 int8 in device memory (padding -> 0) and call
+              ``torch._int_mm`` (cuBLASLt int8), then apply the epilogue. Temporary
+              memory: (M + N) * 32 * KW bytes. Fastest at large batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from triton_kernels import cpu
+from triton_kernels._autotune import launch_tuned, make_config
+from triton_kernels._runtime import bucket_rows, is_interpreting, popcount32, resolve_backend, use_hardware_popcount
+from triton_kernels.pack import _check_words, num_words, pack_signs_reference, unpack_signs_reference, unpack_signs_triton
+
+OUT_INT32, OUT_FLOAT, OUT_PACKED = 0, 1, 2
+OUT_DTYPES = (torch.int32, torch.float16, torch.bfloat16, torch.float32)
+METHODS = ("auto", "popcount", "mma", "expand")
+
+# Dispatch rule for method="auto" on the GPU (see docs/benchmarks.md for the measurements).
+SMALL_BATCH_MAX_ROWS = 16
+EXPAND_MIN_ROWS = 1024
+
+_SMALL_BLOCK_ELEMENTS = 16384  # words XORed per step in a small-batch program
+
+
+def _popcount_configs() -> list[triton.Config]:
+    """Small-batch configs (BLOCK_M = 1..16, wide K steps, split-K) and tiled configs."""
+    configs = []
+    for block_m in (1, 2, 4, 8, 16):
+        for block_n in (16, 32, 64):
+            for block_kw in (32, 64, 128):
+                if block_m * block_n * block_kw > _SMALL_BLOCK_ELEMENTS:
+                    continue
+                for split_k in (1, 4):
+                    kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": split_k}
+                    configs.append(make_config(kwargs, num_warps=4, num_stages=3))
+    for block_m, block_n, block_kw, warps in (
+        (32, 64, 8, 4),
+        (64, 64, 4, 4),
+        (64, 64, 8, 8),
+        (128, 64, 4, 8),
+        (64, 128, 4, 8),
+        (128, 128, 2, 8),
+    ):
+        kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": 1}
+        configs.append(make_config(kwargs, num_warps=warps, num_stages=2))
+    return configs
+
+
+def _prune_popcount_configs(configs, named_args, **kwargs) -> list[triton.Config]:
+    args = {**named_args, **kwargs}
+    rows, out_kind = args["M_BUCKET"], args["OUT_KIND"]
+    kept = []
+    for config in configs:
+        meta = config.kwargs
+        if rows <= 16 and meta["BLOCK_M"] != rows:
+            continue
+        if rows > 16 and meta["BLOCK_M"] < 32:
+            continue
+        if meta["SPLIT_K"] > 1 and out_kind != OUT_INT32:
+            continue
+        if out_kind == OUT_PACKED and meta["BLOCK_N"] % 32:
+            continue
+        kept.append(config)
+    return kept[:1] if is_interpreting() else kept
+
+
+def _mma_configs() -> list[triton.Config]:
+    """Tensor-core configs; BLOCK_KW words give BLOCK_KW * 32 int8 per dot step."""
+    shapes = (
+        (128, 128, 2, 8, 3),
+        (128, 128, 4, 8, 3),
+        (128, 256, 2, 8, 3),
+        (256, 128, 2, 8, 3),
+        (64, 128, 4, 4, 3),
+        (64, 64, 4, 4, 4),
+        (32, 64, 4, 4, 4),
+    )
+    return [
+        make_config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw}, num_warps=w, num_stages=s)
+        for bm, bn, bkw, w, s in shapes
+    ]
+
+
+def _prune_mma_configs(configs, named_args, **kwargs) -> list[triton.Config]:
+    rows = {**named_args, **kwargs}["M_BUCKET"]
+    kept = [config for config in configs if config.kwargs["BLOCK_M"] <= max(32, rows)]
+    return kept[:1] if is_interpreting() else kept
+
+
+@triton.jit
+def _tile_coords(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Grouped tile order: GROUP_M row-tiles share each column tile while it is in L2."""
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    tiles_per_group = GROUP_M * grid_n
+    first_m = (pid // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % tiles_per_group) % group_rows
+    pid_n = (pid % tiles_per_group) // group_rows
+    return pid_m, pid_n
+
+
+@triton.jit
+def _store_result(
+    dot,
+    pid_n,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    c_ptr,
+    scale_ptr,
+    bias_ptr,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """Epilogue shared by every kernel: dot (BLOCK_M, BLOCK_N) int32 -> c."""
+    row_ok = offs_m < M
+    col_ok = offs_n < N
+    if OUT_KIND == 0:
+        ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        mask = row_ok[:, None] & col_ok[None, :]
+        if ATOMIC:
+            tl.atomic_add(ptrs, dot, mask=mask)
+        else:
+            tl.store(ptrs, dot, mask=mask)
+    else:
+        y = dot.to(tl.float32)
+        if HAS_SCALE:
+            y = y * tl.load(scale_ptr + offs_n, mask=col_ok, other=1.0)[None, :]
+        if HAS_BIAS:
+            y = y + tl.load(bias_ptr + offs_n, mask=col_ok, other=0.0)[None, :]
+        if OUT_KIND == 1:
+            ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+            tl.store(ptrs, y.to(c_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+        else:
+            bits = ((y < 0) & col_ok[None, :]).to(tl.int32) << (offs_n % 32)[None, :]
+            words = tl.sum(tl.reshape(bits, (BLOCK_M, BLOCK_N // 32, 32)), axis=2)
+            offs_w = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
+            ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_w[None, :] * stride_cn
+            tl.store(ptrs, words, mask=row_ok[:, None] & (offs_w < tl.cdiv(N, 32))[None, :])
+
+
+@triton.autotune(
+    configs=_popcount_configs(),
+    key=["M_BUCKET", "N", "KW", "OUT_KIND"],
+    prune_configs_by={"early_config_prune": _prune_popcount_configs},
+)
+@triton.jit
+def _xnor_popcount_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    scale_ptr,
+    bias_ptr,
+    M,
+    N,
+    K,
+    KW,
+    M_BUCKET,
+    stride_am,
+    stride_aw,
+    stride_bn,
+    stride_bw,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_KW: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    USE_HW_POPC: tl.constexpr,
+):
+    """a: (M, KW), b: (N, KW) int32 words -> c: (M, N) or packed (M, ceil(N/32)).
+
+    Grid: (tiles of (BLOCK_M, BLOCK_N), SPLIT_K). Split k-slices add into a zeroed int32 c.
+    """
+    pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, 8)
+    pid_k = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_w = tl.arange(0, BLOCK_KW)
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_w[None, :] * stride_aw
+    b_ptrs = b_ptr + offs_n[:, None] * stride_bn + offs_w[None, :] * stride_bw
+    mismatches = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for w0 in range(pid_k * BLOCK_KW, KW, BLOCK_KW * SPLIT_K):
+        w_ok = (w0 + offs_w) < KW
+        a = tl.load(a_ptrs + w0 * stride_aw, mask=(offs_m[:, None] < M) & w_ok[None, :], other=0)
+        b = tl.load(b_ptrs + w0 * stride_bw, mask=(offs_n[:, None] < N) & w_ok[None, :], other=0)
+        diff = a[:, None, :] ^ b[None, :, :]
+        mismatches += tl.sum(popcount32(diff, USE_HW_POPC), axis=2)
+    dot = tl.where(pid_k == 0, K, 0) - 2 * mismatches
+    _store_result(
+        dot, pid_n, offs_m, offs_n, M, N, c_ptr, scale_ptr, bias_ptr, stride_cm, stride_cn,
+        BLOCK_M, BLOCK_N, HAS_SCALE, HAS_BIAS, OUT_KIND, SPLIT_K > 1,
+    )  # fmt: skip
+
+
+@triton.autotune(
+    configs=_mma_configs(),
+    key=["M_BUCKET", "N", "KW", "OUT_KIND"],
+    prune_configs_by={"early_config_prune": _prune_mma_configs},
+)
+@triton.jit
+def _xnor_mma_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    scale_ptr,
+    bias_ptr,
+    M,
+    N,
+    K,
+    KW,
+    M_BUCKET,
+    stride_am,
+    stride_aw,
+    stride_bn,
+    stride_bw,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_KW: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    USE_HW_POPC: tl.constexpr,
+):
+    """a: (M, KW), b: (N, KW) int32 words -> c, on the tensor cores.
+
+    Each step unpacks (BLOCK_M, BLOCK_KW) and (BLOCK_N, BLOCK_KW) words to {0, -1} int8
+    tiles of BLOCK_KW * 32 columns, whose int8 dot is the {0, 1} product a.b.
+    """
+    pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, 8)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_w = tl.arange(0, BLOCK_KW)
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_w[None, :] * stride_aw
+    b_ptrs = b_ptr + offs_n[:, None] * stride_bn + offs_w[None, :] * stride_bw
+    shifts = 31 - tl.arange(0, 32)
+    both = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    ones_a = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    ones_b = tl.zeros((BLOCK_N,), dtype=tl.int32)
+    for w0 in range(0, KW, BLOCK_KW):
+        w_ok = (w0 + offs_w) < KW
+        a = tl.load(a_ptrs + w0 * stride_aw, mask=(offs_m[:, None] < M) & w_ok[None, :], other=0)
+        b = tl.load(b_ptrs + w0 * stride_bw, mask=(offs_n[:, None] < N) & w_ok[None, :], other=0)
+        ones_a += tl.sum(popcount32(a, USE_HW_POPC), axis=1)
+        ones_b += tl.sum(popcount32(b, USE_HW_POPC), axis=1)
+        a8 = ((a[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
+        b8 = ((b[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
+        a8 = tl.reshape(a8, (BLOCK_M, BLOCK_KW * 32))
+        b8 = tl.reshape(b8, (BLOCK_N, BLOCK_KW * 32))
+        both = tl.dot(a8, tl.trans(b8), both, out_dtype=tl.int32)
+    dot = K - 2 * (ones_a[:, None] + ones_b[None, :]) + 4 * both
+    _store_result(
+        dot, pid_n, offs_m, offs_n, M, N, c_ptr, scale_ptr, bias_ptr, stride_cm, stride_cn,
+        BLOCK_M, BLOCK_N, HAS_SCALE, HAS_BIAS, OUT_KIND, False,
+    )  # fmt: skip
+
+
+@triton.jit
+def _xnor_epilogue_kernel(
+    dot_ptr,
+    c_ptr,
+    scale_ptr,
+    bias_ptr,
+    M,
+    N,
+    stride_dm,
+    stride_dn,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+):
+    """dot: (M, N) int32 -> c, the same epilogue the fused kernels apply."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    dot = tl.load(dot_ptr + offs_m[:, None] * stride_dm + offs_n[None, :] * stride_dn, mask=mask, other=0)
+    _store_result(
+        dot, pid_n, offs_m, offs_n, M, N, c_ptr, scale_ptr, bias_ptr, stride_cm, stride_cn,
+        BLOCK_M, BLOCK_N, HAS_SCALE, HAS_BIAS, OUT_KIND, False,
+    )  # fmt: skip
+
+
+def apply_epilogue(
+    dot: torch.Tensor,
+    scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    pack_output: bool,
+) -> torch.Tensor:
+    """Plain-torch epilogue: dot (..., N) int32 -> (..., N) out_dtype or packed signs."""
+    if scale is None and bias is None and not pack_output:
+        return dot if out_dtype == torch.int32 else dot.to(out_dtype)
+    y = dot.to(torch.float32)
+    if scale is not None:
+        y = y * scale.to(torch.float32)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return pack_signs_reference(y) if pack_output else y.to(out_dtype)
+
+
+def xnor_gemm_reference(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    k: int,
+    *,
+    scale: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.int32,
+    pack_output: bool = False,
+) -> torch.Tensor:
+    """Plain-torch specification of :func:`xnor_gemm`: unpack to +-1 and multiply."""
+    signs_a = unpack_signs_reference(a, k, torch.float64)
+    signs_b = unpack_signs_reference(b, k, torch.float64)
+    dot = torch.round(signs_a @ signs_b.T).to(torch.int32)
+    return apply_epilogue(dot, scale, bias, out_dtype, pack_output)
+
+
+def _output_kind(out_dtype: torch.dtype, pack_output: bool, has_epilogue: bool) -> int:
+    if pack_output:
+        return OUT_PACKED
+    return OUT_FLOAT if (out_dtype != torch.int32 or has_epilogue) else OUT_INT32
+
+
+def _allocate_output(m: int, n: int, out_kind: int, out_dtype: torch.dtype, device) -> torch.Tensor:
+    if out_kind == OUT_PACKED:
+        return torch.empty(m, num_words(n), dtype=torch.int32, device=device)
+    return torch.empty(m, n, dtype=out_dtype, device=device)
+
+
+def _kernel_args(a, b, out, k, scale, bias, out_kind) -> dict:
+    m, n = a.shape[0], b.shape[0]
+    return {
+        "a_ptr": a, "b_ptr": b, "c_ptr": out,
+        "scale_ptr": scale if scale is not None else out,
+        "bias_ptr": bias if bias is not None else out,
+        "M": m, "N": n, "K": k, "KW": a.shape[1], "M_BUCKET": bucket_rows(m),
+        "stride_am": a.stride(0), "stride_aw": a.stride(1),
+        "stride_bn": b.stride(0), "stride_bw": b.stride(1),
+        "stride_cm": out.stride(0), "stride_cn": out.stride(1),
+        "HAS_SCALE": scale is not None, "HAS_BIAS": bias is not None,
+        "OUT_KIND": out_kind, "USE_HW_POPC": use_hardware_popcount(),
+    }  # fmt: skip
+
+
+def _shape_key(args: dict, out: torch.Tensor) -> str:
+    return f"M{args['M_BUCKET']}-N{args['N']}-KW{args['KW']}-out{args['OUT_KIND']}-{out.dtype}"
+
+
+def _run_fused(kernel, name, a, b, k, scale, bias, out_kind, out_dtype, config=None) -> torch.Tensor:
+    out = _allocate_output(a.shape[0], b.shape[0], out_kind, out_dtype, a.device)
+    args = _kernel_args(a, b, out, k, scale, bias, out_kind)
+
+    def grid(meta):
+        tiles = triton.cdiv(args["M"], meta["BLOCK_M"]) * triton.cdiv(args["N"], meta["BLOCK_N"])
+        return (tiles, meta.get("SPLIT_K", 1))
+
+    launch_tuned(kernel, name, grid, _shape_key(args, out), a.device, args, config)
+    return out
+
+
+def _run_expand(a, b, k, scale, bias, out_kind, out_dtype) -> torch.Tensor:
+    padded_k = a.shape[1] * 32
+    a8 = unpack_signs_triton(a, k, padded_k, torch.int8)
+    b8 = unpack_signs_triton(b, k, padded_k, torch.int8)
+    dot = torch._int_mm(a8, b8.t())
+    if out_kind == OUT_INT32:
+        return dot
+    m, n = dot.shape
+    out = _allocate_output(m, n, out_kind, out_dtype, a.device)
+    block_m, block_n = 32, 128
+    _xnor_epilogue_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
+        dot, out, scale if scale is not None else out, bias if bias is not None else out, m, n,
+        dot.stride(0), dot.stride(1), out.stride(0), out.stride(1),
+        BLOCK_M=block_m, BLOCK_N=block_n, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None,
+        OUT_KIND=out_kind,
+    )  # fmt: skip
+    return out
+
+
+def expand_supported(m: int, n: int) -> bool:
+    """Whether ``torch._int_mm`` takes this problem on CUDA (M > 16, N a multiple of 8)."""
+    return m > 16 and n % 8 == 0
+
+
+def choose_method(m: int, n: int) -> str:
+    """The GPU method ``method="auto"`` uses for an (m, n) output."""
+    if m <= SMALL_BATCH_MAX_ROWS:
+        return "popcount"
+    if m >= EXPAND_MIN_ROWS and expand_supported(m, n):
+        return "expand"
+    return "mma"
+
+
+def xnor_gemm_triton(a, b, k, scale, bias, out_dtype, pack_output, method, config=None) -> torch.Tensor:
+    """Triton path on 2-D operands a (M, KW), b (N, KW); see :func:`xnor_gemm`."""
+    m, n = a.shape[0], b.shape[0]
+    out_kind = _output_kind(out_dtype, pack_output, scale is not None or bias is not None)
+    if scale is not None:
+        scale = scale.to(torch.float32).contiguous()
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
+    if method == "auto":
+        method = choose_method(m, n)
+    if method == "expand":
+        if a.device.type == "cuda" and not expand_supported(m, n):
+            raise ValueError(f"method='expand' needs M > 16 and N % 8 == 0 on CUDA, got M={m}, N={n}")
+        return _run_expand(a, b, k, scale, bias, out_kind, out_dtype)
+    kernel, name = (_xnor_mma_kernel, "xnor_mma") if method == "mma" else (_xnor_popcount_kernel, "xnor_popcount")
+    return _run_fused(kernel, name, a, b, k, scale, bias, out_kind, out_dtype, config)
+
+
+@torch.library.custom_op("triton_kernels::xnor_gemm", mutates_args=())
+def _xnor_gemm_op(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    k: int,
+    scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    pack_output: bool,
+    method: str,
+    backend: str,
+) -> torch.Tensor:
+    lead, kw, n = a.shape[:-1], a.shape[-1], b.shape[0]
+    a2d = a.reshape(math.prod(lead), kw)
+    if backend == "reference" or a2d.shape[0] == 0 or n == 0 or k == 0:
+        out = xnor_gemm_reference(a2d, b, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
+    elif backend == "cpu":
+        out = apply_epilogue(cpu.xnor_gemm_cpu(a2d, b, k), scale, bias, out_dtype, pack_output)
+    else:
+        out = xnor_gemm_triton(a2d, b, k, scale, bias, out_dtype, pack_output, method)
+    return out.reshape(*lead, out.shape[-1])
+
+
+@_xnor_gemm_op.register_fake
+def _(a, b, k, scale, bias, out_dtype, pack_output, method, backend):
+    n = b.shape[0]
+    if pack_output:
+        return a.new_empty(*a.shape[:-1], num_words(n), dtype=torch.int32)
+    dtype = torch.float32 if (out_dtype == torch.int32 and (scale is not None or bias is not None)) else out_dtype
+    return a.new_empty(*a.shape[:-1], n, dtype=dtype)
+
+
+def _check_channel_vector(vector: torch.Tensor | None, name: str, n: int, device: torch.device) -> None:
+    if vector is None:
+        return
+    if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape ({n},), got {vector!r:.60}")
+    if vector.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one value per output), got {tuple(vector.shape)}")
+    if vector.device != device:
+        raise ValueError(f"{name} is on {vector.device} but the operands are on {device}")
+
+
+def xnor_gemm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    k: int,
+    *,
+    scale: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+    pack_output: bool = False,
+    method: str = "auto",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Binary matrix product from sign words: ``sum_k sign(a[..., k]) * sign(b[n, k])``.
+
+    Args:
+        a: (..., KW) int32 sign words of the activations, KW = ceil(k / 32), any strides.
+        b: (N, KW) int32 sign words of the weights (one row per output), any strides.
+        k: the number of signs in each row before packing (the reduction length).
+        scale: optional (N,) per-output scale, applied in float32.
+        bias: optional (N,) per-output shift, applied in float32 after ``scale``.
+        out_dtype: int32 (exact counts, the default without scale/bias), float16,
+            bfloat16 or float32 (the default with scale or bias).
+        pack_output: return the signs of the result packed along N instead,
+            (..., ceil(N / 32)) int32, ready to be the ``a`` of the next binary layer.
+        method: GPU method, ``"auto"``, ``"popcount"``, ``"mma"`` or ``"expand"``.
+        backend: ``"auto"`` (Triton on CUDA, the fast CPU path on CPU), ``"triton"``,
+            ``"cpu"`` or ``"reference"``.
+
+    Returns:
+        (..., N) in ``out_dtype``, or (..., ceil(N / 32)) int32 words with ``pack_output``.
+    """
+    _check_words(a, k, "a")
+    _check_words(b, k, "b")
+    if b.dim() != 2:
+        raise ValueError(f"b must be 2-D (N, words), got shape {tuple(b.shape)}")
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device} but b is on {b.device}; move both to one device")
+    n = b.shape[0]
+    _check_channel_vector(scale, "scale", n, a.device)
+    _check_channel_vector(bias, "bias", n, a.device)
+    has_epilogue = scale is not None or bias is not None
+    if out_dtype is None:
+        out_dtype = torch.float32 if has_epilogue and not pack_output else torch.int32
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    if pack_output and out_dtype != torch.int32:
+        raise ValueError(f"pack_output=True returns int32 sign words; out_dtype={out_dtype} cannot apply")
+    if has_epilogue and out_dtype == torch.int32 and not pack_output:
+        raise ValueError("scale and bias give real values: choose a floating out_dtype or pack_output=True")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    resolved = resolve_backend(backend, a.device)
+    if method != "auto" and resolved != "triton":
+        raise ValueError(f"method={method!r} selects a Triton kernel, but the backend is {resolved!r}")
+    return _xnor_gemm_op(a, b, k, scale, bias, out_dtype, pack_output, method, resolved)
