@@ -176,7 +176,7 @@ def pack_signs_triton(x2d: torch.Tensor) -> torch.Tensor:
 
 def unpack_signs_triton(words2d: torch.Tensor, k: int, k_out: int, dtype: torch.dtype) -> torch.Tensor:
     """Launch the unpacking kernel: (R, KW) -> (R, k_out), +-1 below k and 0 from k to k_out."""
-    rows, kw = words2d.shape
+    rows = words2d.shape[0]
     out = torch.empty(rows, k_out, dtype=dtype, device=words2d.device)
     if rows and k_out:
         _unpack_signs_kernel[_grid(rows, triton.cdiv(k_out, WORD_BITS))](

@@ -15,7 +15,7 @@ from triton_kernels.pack import num_words
 from triton_kernels.tuning_cache import default_tuning_cache
 from triton_kernels.xnor_gemm import choose_method, xnor_gemm
 
-TUNED_METHODS = ("popcount", "mma")
+TUNED_METHODS = ("popcount", "mma", "expand")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -51,9 +51,9 @@ def tune_xnor_gemm(
     chosen = {}
     for m, n, k in shapes:
         tuned = list(methods) if methods is not None else [choose_method(m, n)]
-        unknown = [method for method in tuned if method not in TUNED_METHODS + ("expand",)]
+        unknown = [method for method in tuned if method not in TUNED_METHODS]
         if unknown:
-            raise ValueError(f"methods must be among {TUNED_METHODS + ('expand',)}, got {unknown}")
+            raise ValueError(f"methods must be among {TUNED_METHODS}, got {unknown}")
         words = num_words(k)
         a = torch.randint(-(2**31), 2**31 - 1, (m, words), dtype=torch.int32, device=device)
         b = torch.randint(-(2**31), 2**31 - 1, (n, words), dtype=torch.int32, device=device)

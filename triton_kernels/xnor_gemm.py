@@ -45,7 +45,13 @@ import triton.language as tl
 from triton_kernels import cpu
 from triton_kernels._autotune import launch_tuned, make_config
 from triton_kernels._runtime import bucket_rows, is_interpreting, popcount32, resolve_backend, use_hardware_popcount
-from triton_kernels.pack import _check_words, num_words, pack_signs_reference, unpack_signs_reference, unpack_signs_triton
+from triton_kernels.pack import (
+    _check_words,
+    num_words,
+    pack_signs_reference,
+    unpack_signs_reference,
+    unpack_signs_triton,
+)
 
 OUT_INT32, OUT_FLOAT, OUT_PACKED = 0, 1, 2
 OUT_DTYPES = (torch.int32, torch.float16, torch.bfloat16, torch.float32)
