@@ -35,7 +35,7 @@ import triton_kernels
 from triton_kernels import pack_signs, xnor_gemm
 
 GPU_ROWS = (1, 16, 64, 256, 1024, 4096, 8192)
-GPU_SIDES = (4096, 8192)
+GPU_SIDES = (8192, 4096)
 CPU_SHAPES = ((1, 8192, 8192), (64, 8192, 8192), (1, 4096, 4096), (16, 4096, 4096), (256, 4096, 4096))
 QUICK_GPU_SHAPES = ((1, 4096, 4096), (64, 4096, 4096), (1024, 4096, 4096))
 QUICK_CPU_SHAPES = ((1, 4096, 4096), (64, 4096, 4096))
@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--quick", action="store_true", help="a few small shapes only")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
-    parser.add_argument("--rep-ms", type=float, default=40.0, help="GPU: graph replay time per measurement")
+    parser.add_argument("--rep-ms", type=float, default=25.0, help="GPU: graph replay time per measurement")
     parser.add_argument("--cpu-reps", type=int, default=7, help="CPU: timed repetitions per measurement")
     return parser.parse_args(argv)
 
@@ -272,6 +272,8 @@ def main(args: argparse.Namespace) -> dict:
         shapes = QUICK_GPU_SHAPES if args.quick else [(m, s, s) for s in GPU_SIDES for m in GPU_ROWS]
     else:
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
+    out = args.out or Path(__file__).parent / "results" / f"xnor_gemm-{slug}.json"
     for m, n, k in shapes:
         print(f"M={m} N={n} K={k}", flush=True)
         if device.type == "cuda":
@@ -279,20 +281,23 @@ def main(args: argparse.Namespace) -> dict:
             torch.cuda.empty_cache()
         else:
             result["rows"] += bench_cpu_shape(m, n, k, args.cpu_reps)
+        write_json(result, out)  # after every shape, so an interrupted run keeps its rows
+    print(format_table(result["rows"]))
+    print(f"wrote {out}")
+    return result
+
+
+def write_json(result: dict, out: Path) -> None:
+    """Add speed-ups and ceiling fractions, then write atomically."""
     add_speedups(result["rows"])
     if "popcount_ceiling" in result:
         for row in result["rows"]:
             if "tops" in row and row["impl"].startswith("xnor"):
                 row["fraction_of_popcount_ceiling"] = row["tops"] / result["popcount_ceiling"]["binary_tops"]
-    print(format_table(result["rows"]))
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
-    out = args.out or Path(__file__).parent / "results" / f"xnor_gemm-{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(result, indent=1))
     temporary.replace(out)
-    print(f"wrote {out}")
-    return result
 
 
 if __name__ == "__main__":

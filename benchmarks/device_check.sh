@@ -9,8 +9,8 @@ export TRITON_KERNELS_AUTOTUNE_CACHE=$OUT/autotune.json
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 echo "== pytest (compiled kernels) =="
-timeout "${TEST_TIMEOUT:-200}" python3 -m pytest tests/triton_kernels -q -p no:cacheprovider -n 8 \
-    --maxfail=25 -W ignore::pytest.PytestUnraisableExceptionWarning > "$OUT/pytest.log" 2>&1
+timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/triton_kernels} -q -p no:cacheprovider \
+    -p no:benchmark -n 12 --maxfail=25 ${TEST_ARGS:-} > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?"; tail -n 25 "$OUT/pytest.log"
 echo "== selfcheck =="
 timeout 120 python3 -m triton_kernels selfcheck 2>&1 | tail -n 6

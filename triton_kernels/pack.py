@@ -78,7 +78,15 @@ def _pack_signs_kernel(
     offs_k = pid_w * BLOCK_W * 32 + tl.arange(0, BLOCK_W * 32)
     mask = (offs_r[:, None] < R) & (offs_k[None, :] < K)
     x = tl.load(x_ptr + offs_r[:, None] * stride_xr + offs_k[None, :] * stride_xk, mask=mask, other=0)
-    bits = ((x < 0) & mask).to(tl.int32) << (offs_k % 32)[None, :]
+    if x_ptr.dtype.element_ty == tl.bfloat16:
+        # Read the sign from the bits (the interpreter keeps bfloat16 as raw uint16):
+        # negative iff the sign bit is set and the value is neither -0.0 nor NaN.
+        raw = x.to(tl.int16, bitcast=True)
+        magnitude = raw & 0x7FFF
+        negative = (raw < 0) & (magnitude != 0) & (magnitude <= 0x7F80)
+    else:
+        negative = x < 0
+    bits = (negative & mask).to(tl.int32) << (offs_k % 32)[None, :]
     words = tl.sum(tl.reshape(bits, (BLOCK_R, BLOCK_W, 32)), axis=2)
     offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
     out_mask = (offs_r[:, None] < R) & (offs_w[None, :] < KW)
@@ -115,6 +123,8 @@ def _unpack_signs_kernel(
     signs = tl.where(offs_k[None, :] < K, signs, 0)
     out_mask = (offs_r[:, None] < R) & (offs_k[None, :] < K_OUT)
     out_ptrs = out_ptr + offs_r[:, None] * stride_or + offs_k[None, :] * stride_ok
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        signs = signs.to(tl.float32)  # int32 -> bfloat16 goes through float32 (interpreter)
     tl.store(out_ptrs, signs.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 

@@ -89,7 +89,10 @@ class TuningCache:
             data = json.loads(self.path.read_text())
             if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
                 raise ValueError(f"expected a JSON object with format {FORMAT_VERSION}")
-            return {str(key): TunedConfig.from_json(value) for key, value in data["entries"].items()}
+            entries = data.get("entries")
+            if not isinstance(entries, dict):
+                raise ValueError("'entries' must be a JSON object")
+            return {str(key): TunedConfig.from_json(value) for key, value in entries.items()}
         except (OSError, ValueError, KeyError, TypeError) as error:
             warnings.warn(
                 f"ignoring unreadable autotune cache {self.path} ({error}); kernels will tune again",

@@ -359,6 +359,11 @@ def apply_epilogue(
     return pack_signs_reference(y) if pack_output else y.to(out_dtype)
 
 
+def default_out_dtype(has_epilogue: bool, pack_output: bool) -> torch.dtype:
+    """float32 when scale or bias make real values (and nothing is packed), else int32."""
+    return torch.float32 if has_epilogue and not pack_output else torch.int32
+
+
 def xnor_gemm_reference(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -366,10 +371,12 @@ def xnor_gemm_reference(
     *,
     scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
-    out_dtype: torch.dtype = torch.int32,
+    out_dtype: torch.dtype | None = None,
     pack_output: bool = False,
 ) -> torch.Tensor:
     """Plain-torch specification of :func:`xnor_gemm`: unpack to +-1 and multiply."""
+    if out_dtype is None:
+        out_dtype = default_out_dtype(scale is not None or bias is not None, pack_output)
     signs_a = unpack_signs_reference(a, k, torch.float64)
     signs_b = unpack_signs_reference(b, k, torch.float64)
     dot = torch.round(signs_a @ signs_b.T).to(torch.int32)
@@ -555,7 +562,7 @@ def xnor_gemm(
     _check_channel_vector(bias, "bias", n, a.device)
     has_epilogue = scale is not None or bias is not None
     if out_dtype is None:
-        out_dtype = torch.float32 if has_epilogue and not pack_output else torch.int32
+        out_dtype = default_out_dtype(has_epilogue, pack_output)
     if out_dtype not in OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
     if pack_output and out_dtype != torch.int32:

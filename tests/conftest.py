@@ -1,0 +1,121 @@
+"""Shared test setup: the Triton interpreter, an isolated tuning cache and device cases.
+
+``TRITON_INTERPRET`` must be set before triton is first imported, so it is set here,
+above every other import. A caller can override it: ``TRITON_INTERPRET=0 pytest`` on a
+CUDA machine runs the same tests on the GPU (and skips ``backend="triton"`` on CPU
+tensors, which needs the interpreter).
+
+Fixtures and parametrization:
+
+* ``device``: ``"cpu"``, plus ``"cuda"`` when a GPU is available.
+* ``device, backend``: every applicable (device, backend) pair for ``backend`` in
+  ``reference``, ``cpu``, ``triton``.
+* ``device, backend, method``: as above, with each Triton method (``popcount``, ``mma``,
+  ``expand``) for the Triton backend and ``"auto"`` for the others.
+
+A test that parametrizes ``device`` itself is left alone.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+
+from triton_kernels import tuning_cache
+from triton_kernels._runtime import is_interpreting
+
+BACKENDS = ("reference", "cpu", "triton")
+TRITON_METHODS = ("popcount", "mma", "expand")
+NEEDS_INTERPRETER = "backend='triton' on CPU tensors needs TRITON_INTERPRET=1"
+
+
+def available_devices() -> list[str]:
+    """``["cpu"]``, plus ``"cuda"`` when torch sees a GPU."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def triton_runs_on(device: str) -> bool:
+    """Whether Triton kernels can run on tensors of ``device`` in this process."""
+    return device == "cuda" or is_interpreting()
+
+
+def skip_unless_triton_runs_on(device: str) -> None:
+    if not triton_runs_on(device):
+        pytest.skip(NEEDS_INTERPRETER)
+
+
+def _engine_params(with_method: bool) -> list:
+    params = []
+    for device in available_devices():
+        for backend in BACKENDS:
+            if backend == "cpu" and device != "cpu":
+                continue
+            methods = TRITON_METHODS if with_method and backend == "triton" else ("auto",)
+            marks = []
+            if backend == "triton" and not triton_runs_on(device):
+                marks.append(pytest.mark.skip(reason=NEEDS_INTERPRETER))
+            for method in methods:
+                values = (device, backend, method) if with_method else (device, backend)
+                case_id = "-".join(value for value in values if value != "auto")
+                params.append(pytest.param(*values, id=case_id, marks=marks))
+    return params
+
+
+def _parametrizes(metafunc, name: str) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        names = [part.strip() for part in names.split(",")] if isinstance(names, str) else list(names)
+        if name in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc):
+    names = metafunc.fixturenames
+    if "device" not in names or _parametrizes(metafunc, "device"):
+        return
+    if "backend" in names and "method" in names:
+        metafunc.parametrize(("device", "backend", "method"), _engine_params(with_method=True))
+    elif "backend" in names:
+        metafunc.parametrize(("device", "backend"), _engine_params(with_method=False))
+    else:
+        metafunc.parametrize("device", available_devices())
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "full_autotune: on a GPU, let the autotuner time every pruned config instead of the first",
+    )
+
+
+@pytest.fixture(autouse=True)
+def isolated_tuning_cache(tmp_path, monkeypatch):
+    """Point the persistent autotune cache at a fresh file, never at ~/.cache."""
+    path = tmp_path / "autotune" / "autotune.json"
+    monkeypatch.setenv(tuning_cache.CACHE_ENV, str(path))
+    monkeypatch.setattr(tuning_cache, "_default_cache", None)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def first_config_autotune(request, monkeypatch):
+    """On a GPU, autotune like the interpreter does: run the first pruned config only.
+
+    Timing every config for every shape of the suite would take many minutes; each
+    config is covered explicitly in test_xnor_gemm.py, and tests marked ``full_autotune``
+    keep the real pruner.
+    """
+    if is_interpreting() or request.node.get_closest_marker("full_autotune"):
+        return
+    from triton_kernels.xnor_gemm import _xnor_mma_kernel, _xnor_popcount_kernel
+
+    for kernel in (_xnor_popcount_kernel, _xnor_mma_kernel):
+        prune = kernel.early_config_prune
+
+        def first_only(configs, named_args, _prune=prune, **kwargs):
+            return _prune(configs, named_args, **kwargs)[:1]
+
+        monkeypatch.setattr(kernel, "early_config_prune", first_only)

@@ -1,0 +1,31 @@
+"""Random inputs for the kernel tests: fresh values from a fixed seed, made on the CPU."""
+
+import torch
+
+from triton_kernels import pack_signs_reference
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_values(shape, gen: torch.Generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Standard normal values (integers in [-4, 4] for integer dtypes), with some zeros."""
+    if dtype.is_floating_point:
+        values = torch.randn(shape, generator=gen, dtype=torch.float64)
+        values[torch.rand(shape, generator=gen) < 0.05] = 0.0
+        return values.to(dtype=dtype, device=device)
+    return torch.randint(-4, 5, shape, generator=gen, dtype=torch.int64).to(dtype=dtype, device=device)
+
+
+def random_words(lead, k: int, gen: torch.Generator, device="cpu") -> torch.Tensor:
+    """Sign words (*lead, ceil(k/32)) of k random signs, padding bits zero."""
+    lead = (lead,) if isinstance(lead, int) else tuple(lead)
+    signs = torch.randn((*lead, k), generator=gen)
+    return pack_signs_reference(signs).to(device)
+
+
+def random_channels(n: int, gen: torch.Generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Per-output values of either sign, away from zero."""
+    values = (torch.rand(n, generator=gen) + 0.25) * torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    return values.to(dtype=dtype, device=device)
