@@ -265,10 +265,14 @@ def main(args: argparse.Namespace) -> dict:
     print(f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}", flush=True)
     result: dict = {"environment": env, "rows": []}
     if device.type == "cuda":
-        ceiling = popcount_ceiling(device, args.rep_ms)
-        result["popcount_ceiling"] = ceiling
-        rate = ceiling["popc_per_s"] / 1e12
-        print(f"popcount ceiling: {rate:.2f} T popc/s = {ceiling['binary_tops']:.0f} binary TOP/s")
+        try:
+            ceiling = popcount_ceiling(device, args.rep_ms)
+            result["popcount_ceiling"] = ceiling
+            rate = ceiling["popc_per_s"] / 1e12
+            print(f"popcount ceiling: {rate:.2f} T popc/s = {ceiling['binary_tops']:.0f} binary TOP/s")
+        except Exception as error:  # the ceiling is context; the GEMM numbers must still come
+            result["popcount_ceiling_error"] = f"{type(error).__name__}: {error}"
+            print("popcount ceiling failed:", result["popcount_ceiling_error"])
         shapes = QUICK_GPU_SHAPES if args.quick else [(m, s, s) for s in GPU_SIDES for m in GPU_ROWS]
     else:
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
