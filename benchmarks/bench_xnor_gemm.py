@@ -33,6 +33,7 @@ from triton.language.extra import libdevice
 
 import triton_kernels
 from triton_kernels import pack_signs, xnor_gemm
+from triton_kernels.tuning import parse_shape
 
 GPU_ROWS = (1, 16, 64, 256, 1024, 4096, 8192)
 GPU_SIDES = (8192, 4096)
@@ -47,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--quick", action="store_true", help="a few small shapes only")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="MxNxK shapes to run instead")
+    parser.add_argument("--methods", nargs="+", choices=GPU_METHODS, default=GPU_METHODS, help="GPU methods")
     parser.add_argument("--rep-ms", type=float, default=25.0, help="GPU: graph replay time per measurement")
     parser.add_argument("--cpu-reps", type=int, default=7, help="CPU: timed repetitions per measurement")
     return parser.parse_args(argv)
@@ -140,7 +143,9 @@ def tops(m: int, n: int, k: int, ms: float) -> float:
     return 2 * m * n * k / (ms * 1e-3) / 1e12
 
 
-def bench_gpu_shape(m: int, n: int, k: int, device: torch.device, rep_ms: float) -> list[dict]:
+def bench_gpu_shape(
+    m: int, n: int, k: int, device: torch.device, rep_ms: float, methods: Sequence[str] = GPU_METHODS
+) -> list[dict]:
     generator = torch.Generator().manual_seed(m * 31 + n * 7 + k)
     x = random_signs(m, k, device, generator)
     w = random_signs(n, k, device, generator)
@@ -171,7 +176,7 @@ def bench_gpu_shape(m: int, n: int, k: int, device: torch.device, rep_ms: float)
         measure("torch_int8", lambda p, q: torch._int_mm(p, q.t()), [(x8, w8)], x8.nbytes + w8.nbytes)
         del x8, w8
     packed_bytes = a.nbytes + b.nbytes
-    for method in GPU_METHODS:
+    for method in methods:
         if method == "expand" and not (m > 16 and n % 8 == 0):
             continue
 
@@ -278,10 +283,11 @@ def main(args: argparse.Namespace) -> dict:
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
     out = args.out or Path(__file__).parent / "results" / f"xnor_gemm-{slug}.json"
+    shapes = args.shapes or shapes
     for m, n, k in shapes:
         print(f"M={m} N={n} K={k}", flush=True)
         if device.type == "cuda":
-            result["rows"] += bench_gpu_shape(m, n, k, device, args.rep_ms)
+            result["rows"] += bench_gpu_shape(m, n, k, device, args.rep_ms, args.methods)
             torch.cuda.empty_cache()
         else:
             result["rows"] += bench_cpu_shape(m, n, k, args.cpu_reps)

@@ -49,7 +49,7 @@ UNPACK_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, to
 # Rows x words per program. Both kernels are bound by memory traffic; these blocks give
 # 16-byte-wide accesses and enough programs for any realistic tensor.
 _BLOCK_ROWS = 8
-_BLOCK_WORDS = 4
+_BLOCK_WORDS = 8
 
 
 def num_words(k: int) -> int:

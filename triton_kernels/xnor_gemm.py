@@ -107,25 +107,47 @@ def _prune_popcount_configs(configs, named_args, **kwargs) -> list[triton.Config
 
 
 def _mma_configs() -> list[triton.Config]:
-    """Tensor-core configs; BLOCK_KW words give BLOCK_KW * 32 int8 per dot step."""
-    shapes = (
-        (128, 128, 2, 8, 3),
-        (128, 128, 4, 8, 3),
-        (128, 256, 2, 8, 3),
-        (256, 128, 2, 8, 3),
-        (64, 128, 4, 4, 3),
-        (64, 64, 4, 4, 4),
-        (32, 64, 4, 4, 4),
+    """Tensor-core configs.
+
+    ``BIT_PLANES=0``: each step unpacks BLOCK_KW words into one int8 tile of BLOCK_KW * 32
+    columns (a register reshape). ``BIT_PLANES=1``: each step runs 32 dots, one per bit
+    position, on int8 tiles of BLOCK_KW columns unpacked elementwise (no reshape; the
+    dot is invariant to this reordering of k). ``SPLIT_K`` > 1 (int32 output only)
+    gives small batches enough programs.
+    """
+    shapes = (  # BLOCK_M, BLOCK_N, BLOCK_KW, BIT_PLANES, SPLIT_K, warps, stages
+        (128, 128, 2, 0, 1, 8, 3),
+        (128, 128, 4, 0, 1, 8, 3),
+        (128, 256, 2, 0, 1, 8, 3),
+        (256, 128, 2, 0, 1, 8, 3),
+        (64, 128, 4, 0, 1, 4, 3),
+        (64, 64, 4, 0, 1, 4, 4),
+        (32, 64, 4, 0, 1, 4, 4),
+        (128, 128, 32, 1, 1, 8, 3),
+        (128, 256, 32, 1, 1, 8, 3),
+        (64, 128, 32, 1, 1, 4, 3),
+        (64, 64, 32, 1, 4, 4, 3),
+        (64, 128, 32, 1, 2, 4, 3),
+        (32, 64, 32, 1, 4, 4, 3),
     )
     return [
-        make_config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw}, num_warps=w, num_stages=s)
-        for bm, bn, bkw, w, s in shapes
+        make_config(
+            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw, "BIT_PLANES": planes, "SPLIT_K": split_k},
+            num_warps=w,
+            num_stages=s,
+        )
+        for bm, bn, bkw, planes, split_k, w, s in shapes
     ]
 
 
 def _prune_mma_configs(configs, named_args, **kwargs) -> list[triton.Config]:
-    rows = {**named_args, **kwargs}["M_BUCKET"]
-    kept = [config for config in configs if config.kwargs["BLOCK_M"] <= max(32, rows)]
+    args = {**named_args, **kwargs}
+    rows, out_kind = args["M_BUCKET"], args["OUT_KIND"]
+    kept = [
+        config
+        for config in configs
+        if config.kwargs["BLOCK_M"] <= max(32, rows) and (config.kwargs["SPLIT_K"] == 1 or out_kind == OUT_INT32)
+    ]
     return kept[:1] if is_interpreting() else kept
 
 
@@ -272,6 +294,8 @@ def _xnor_mma_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_KW: tl.constexpr,
+    BIT_PLANES: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     OUT_KIND: tl.constexpr,
@@ -279,10 +303,13 @@ def _xnor_mma_kernel(
 ):
     """a: (M, KW), b: (N, KW) int32 words -> c, on the tensor cores.
 
-    Each step unpacks (BLOCK_M, BLOCK_KW) and (BLOCK_N, BLOCK_KW) words to {0, -1} int8
-    tiles of BLOCK_KW * 32 columns, whose int8 dot is the {0, 1} product a.b.
+    Words are unpacked to {0, -1} int8, whose int8 dot is the {0, 1} product a.b; with
+    the rows' popcounts |a|, |b| the +-1 product is K - 2 (|a| + |b|) + 4 a.b. Each term
+    is a sum over k, so split-K slices add up (the K term on slice 0 only).
+    Grid: (tiles of (BLOCK_M, BLOCK_N), SPLIT_K).
     """
     pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, 8)
+    pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_w = tl.arange(0, BLOCK_KW)
@@ -292,21 +319,27 @@ def _xnor_mma_kernel(
     both = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     ones_a = tl.zeros((BLOCK_M,), dtype=tl.int32)
     ones_b = tl.zeros((BLOCK_N,), dtype=tl.int32)
-    for w0 in range(0, KW, BLOCK_KW):
+    for w0 in range(pid_k * BLOCK_KW, KW, BLOCK_KW * SPLIT_K):
         w_ok = (w0 + offs_w) < KW
         a = tl.load(a_ptrs + w0 * stride_aw, mask=(offs_m[:, None] < M) & w_ok[None, :], other=0)
         b = tl.load(b_ptrs + w0 * stride_bw, mask=(offs_n[:, None] < N) & w_ok[None, :], other=0)
         ones_a += tl.sum(popcount32(a, USE_HW_POPC), axis=1)
         ones_b += tl.sum(popcount32(b, USE_HW_POPC), axis=1)
-        a8 = ((a[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
-        b8 = ((b[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
-        a8 = tl.reshape(a8, (BLOCK_M, BLOCK_KW * 32))
-        b8 = tl.reshape(b8, (BLOCK_N, BLOCK_KW * 32))
-        both = tl.dot(a8, tl.trans(b8), both, out_dtype=tl.int32)
-    dot = K - 2 * (ones_a[:, None] + ones_b[None, :]) + 4 * both
+        if BIT_PLANES:
+            for bit in tl.static_range(32):
+                a8 = ((a << (31 - bit)) >> 31).to(tl.int8)
+                b8 = ((b << (31 - bit)) >> 31).to(tl.int8)
+                both = tl.dot(a8, tl.trans(b8), both, out_dtype=tl.int32)
+        else:
+            a8 = ((a[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
+            b8 = ((b[:, :, None] << shifts[None, None, :]) >> 31).to(tl.int8)
+            a8 = tl.reshape(a8, (BLOCK_M, BLOCK_KW * 32))
+            b8 = tl.reshape(b8, (BLOCK_N, BLOCK_KW * 32))
+            both = tl.dot(a8, tl.trans(b8), both, out_dtype=tl.int32)
+    dot = tl.where(pid_k == 0, K, 0) - 2 * (ones_a[:, None] + ones_b[None, :]) + 4 * both
     _store_result(
         dot, pid_n, offs_m, offs_n, M, N, c_ptr, scale_ptr, bias_ptr, stride_cm, stride_cn,
-        BLOCK_M, BLOCK_N, HAS_SCALE, HAS_BIAS, OUT_KIND, False,
+        BLOCK_M, BLOCK_N, HAS_SCALE, HAS_BIAS, OUT_KIND, SPLIT_K > 1,
     )  # fmt: skip
 
 
