@@ -59,7 +59,6 @@ METHODS = ("auto", "popcount", "mma", "expand")
 
 # Dispatch rule for method="auto" on the GPU (see docs/benchmarks.md for the measurements).
 SMALL_BATCH_MAX_ROWS = 16
-EXPAND_MIN_ROWS = 1024
 
 _SMALL_BLOCK_ELEMENTS = 16384  # words XORed per step in a small-batch program
 
@@ -75,6 +74,16 @@ def _popcount_configs() -> list[triton.Config]:
                 for split_k in (1, 4):
                     kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": split_k}
                     configs.append(make_config(kwargs, num_warps=4, num_stages=3))
+    for block_m, block_n, block_kw, warps in (  # GEMV-like: few rows, whole K rows, few warps
+        (1, 4, 256, 1),
+        (1, 8, 256, 2),
+        (1, 8, 128, 1),
+        (1, 16, 256, 4),
+        (2, 8, 256, 2),
+        (2, 4, 256, 1),
+    ):
+        kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": 1}
+        configs.append(make_config(kwargs, num_warps=warps, num_stages=3))
     for block_m, block_n, block_kw, warps in (
         (32, 64, 8, 4),
         (64, 64, 4, 4),
@@ -487,9 +496,7 @@ def choose_method(m: int, n: int) -> str:
     """The GPU method ``method="auto"`` uses for an (m, n) output."""
     if m <= SMALL_BATCH_MAX_ROWS:
         return "popcount"
-    if m >= EXPAND_MIN_ROWS and expand_supported(m, n):
-        return "expand"
-    return "mma"
+    return "expand" if expand_supported(m, n) else "mma"
 
 
 def xnor_gemm_triton(a, b, k, scale, bias, out_dtype, pack_output, method, config=None) -> torch.Tensor:

@@ -18,7 +18,6 @@ from triton_kernels import _autotune, cpu, pack_signs, pack_signs_reference, xno
 from triton_kernels._runtime import bucket_rows
 from triton_kernels.tuning_cache import TunedConfig
 from triton_kernels.xnor_gemm import (
-    EXPAND_MIN_ROWS,
     OUT_FLOAT,
     OUT_INT32,
     OUT_PACKED,
@@ -468,9 +467,7 @@ def test_choose_method():
     for m in (0, 1, 2, 15, 16):
         assert choose_method(m, 4096) == "popcount"
         assert choose_method(m, 7) == "popcount"
-    for m in (17, 100, EXPAND_MIN_ROWS - 1):
-        assert choose_method(m, 4096) == "mma"
-    for m in (EXPAND_MIN_ROWS, 10**6):
+    for m in (17, 100, 1024, 10**6):
         assert choose_method(m, 4096) == "expand"
         assert choose_method(m, 4095) == "mma"  # torch._int_mm needs N % 8 == 0
         assert choose_method(m, 12) == "mma"
