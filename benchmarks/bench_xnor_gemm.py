@@ -245,6 +245,17 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU " + (platform.processor() or platform.machine())
+
+
 def environment(device: torch.device) -> dict:
     info = {
         "torch": torch.__version__,
@@ -256,7 +267,7 @@ def environment(device: torch.device) -> dict:
         info["device"] = torch.cuda.get_device_name(device)
         info["sm_count"] = torch.cuda.get_device_properties(device).multi_processor_count
     else:
-        info["device"] = platform.processor() or platform.machine()
+        info["device"] = cpu_model_name()
         info["threads"] = torch.get_num_threads()
     return info
 

@@ -20,7 +20,8 @@ out         (..., N)                int32, float16, bfloat16 or float32
 out packed  (..., ceil(N / 32))     int32 sign words
 ==========  ======================  =======================================
 
-Three GPU methods, each exact (``method=`` forces one, ``"auto"`` picks by batch size):
+Three GPU methods, each exact (``method=`` forces one; ``"auto"`` takes ``popcount`` up to
+16 rows, else ``expand`` where cuBLASLt allows it, else ``mma``):
 
 ``popcount``  XOR + popcount on CUDA cores. Tiles of (BLOCK_M, BLOCK_N) outputs, BLOCK_KW
               words per step, optional split-K with atomics for int32 outputs. Small-batch
@@ -28,7 +29,8 @@ Three GPU methods, each exact (``method=`` forces one, ``"auto"`` picks by batch
               batch-1 case is bound by the 1-bit weights' bytes.
 ``mma``       Unpack the words in registers to {0, -1} int8 and multiply on the tensor
               cores with ``tl.dot``; the +-1 product follows from
-              ``K - 2 (|a| + |b|) + 4 a.b`` with |.| the rows' popcounts.
+              ``K - 2 (|a| + |b|) + 4 a.b`` with |.| the rows' popcounts. Variants: one
+              reshaped int8 tile per step, or 32 "bit-plane" dots per step; split-K.
 ``expand``    Unpack both operands to +-1 int8 in device memory (padding -> 0) and call
               ``torch._int_mm`` (cuBLASLt int8), then apply the epilogue. Temporary
               memory: (M + N) * 32 * KW bytes. Fastest at large batch.
