@@ -40,9 +40,7 @@ def pruned_configs(kernel: triton.runtime.Autotuner, args: dict[str, Any]) -> li
     return list(prune(kernel.configs, {}, **args)) if prune else list(kernel.configs)
 
 
-def launch_with_config(
-    kernel: triton.runtime.Autotuner, grid: Grid, config: TunedConfig, args: dict[str, Any]
-) -> None:
+def launch_with_config(kernel: triton.runtime.Autotuner, grid: Grid, config: TunedConfig, args: dict[str, Any]) -> None:
     """Run the kernel's plain jit function with one explicit config (no autotuning)."""
     triton_config = make_config(config.kwargs, config.num_warps, config.num_stages)
     full_args = {**args, **config.kwargs}

@@ -135,9 +135,7 @@ def pack_signs_reference(x: torch.Tensor) -> torch.Tensor:
     bits = (x < 0).to(torch.int64)
     bits = torch.nn.functional.pad(bits, (0, kw * WORD_BITS - k))
     bits = bits.reshape(*x.shape[:-1], kw, WORD_BITS)
-    weights = torch.ones(WORD_BITS, dtype=torch.int64, device=x.device) << torch.arange(
-        WORD_BITS, device=x.device
-    )
+    weights = torch.ones(WORD_BITS, dtype=torch.int64, device=x.device) << torch.arange(WORD_BITS, device=x.device)
     words = (bits * weights).sum(dim=-1)
     words = torch.where(words >= 2**31, words - 2**32, words)
     return words.to(torch.int32)
@@ -235,9 +233,7 @@ def pack_signs(x: torch.Tensor, *, check_nan: bool = True, backend: str = "auto"
         raise ValueError("x must have at least one dimension (..., K), got a scalar")
     resolved = resolve_backend(backend, x.device)
     if check_nan and x.is_floating_point() and x.numel() and bool(torch.isnan(x).any()):
-        raise ValueError(
-            "x contains NaN, which has no sign; clean the input or pass check_nan=False to pack NaN as +1"
-        )
+        raise ValueError("x contains NaN, which has no sign; clean the input or pass check_nan=False to pack NaN as +1")
     return _pack_signs_op(x, resolved)
 
 

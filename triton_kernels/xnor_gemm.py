@@ -76,26 +76,24 @@ def _popcount_configs() -> list[triton.Config]:
                 for split_k in (1, 4):
                     kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": split_k}
                     configs.append(make_config(kwargs, num_warps=4, num_stages=3))
-    for block_m, block_n, block_kw, warps in (  # GEMV-like: few rows, whole K rows, few warps
-        (1, 4, 256, 1),
-        (1, 8, 256, 2),
-        (1, 8, 128, 1),
-        (1, 16, 256, 4),
-        (2, 8, 256, 2),
-        (2, 4, 256, 1),
+    for block_m, block_n, block_kw, warps, stages in (
+        # GEMV-like: one or two rows, whole rows of K per step, few warps per program
+        (1, 4, 256, 1, 3),
+        (1, 8, 256, 2, 3),
+        (1, 8, 128, 1, 3),
+        (1, 16, 256, 4, 3),
+        (2, 8, 256, 2, 3),
+        (2, 4, 256, 1, 3),
+        # tiled, for large batches
+        (32, 64, 8, 4, 2),
+        (64, 64, 4, 4, 2),
+        (64, 64, 8, 8, 2),
+        (128, 64, 4, 8, 2),
+        (64, 128, 4, 8, 2),
+        (128, 128, 2, 8, 2),
     ):
         kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": 1}
-        configs.append(make_config(kwargs, num_warps=warps, num_stages=3))
-    for block_m, block_n, block_kw, warps in (
-        (32, 64, 8, 4),
-        (64, 64, 4, 4),
-        (64, 64, 8, 8),
-        (128, 64, 4, 8),
-        (64, 128, 4, 8),
-        (128, 128, 2, 8),
-    ):
-        kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_KW": block_kw, "SPLIT_K": 1}
-        configs.append(make_config(kwargs, num_warps=warps, num_stages=2))
+        configs.append(make_config(kwargs, num_warps=warps, num_stages=stages))
     return configs
 
 

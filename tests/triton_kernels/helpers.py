@@ -2,7 +2,7 @@
 
 import torch
 
-from triton_kernels import pack_signs_reference
+from triton_kernels import _autotune, pack_signs_reference
 
 
 def generator(seed: int) -> torch.Generator:
@@ -29,3 +29,16 @@ def random_channels(n: int, gen: torch.Generator, device="cpu", dtype=torch.floa
     """Per-output values of either sign, away from zero."""
     values = (torch.rand(n, generator=gen) + 0.25) * torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
     return values.to(dtype=dtype, device=device)
+
+
+def record_launches(monkeypatch) -> list:
+    """Record every config that ``launch_with_config`` runs (and still run it)."""
+    launched = []
+    original = _autotune.launch_with_config
+
+    def spy(kernel, grid, config, args):
+        launched.append(config)
+        original(kernel, grid, config, args)
+
+    monkeypatch.setattr(_autotune, "launch_with_config", spy)
+    return launched

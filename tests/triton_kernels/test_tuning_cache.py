@@ -9,7 +9,7 @@ import torch
 import triton
 
 from tests.conftest import skip_unless_triton_runs_on
-from tests.triton_kernels.helpers import generator, random_words
+from tests.triton_kernels.helpers import generator, random_words, record_launches
 from triton_kernels import _autotune, default_cache_path, load_tuning_cache, tune_xnor_gemm, tuning_cache
 from triton_kernels._autotune import launch_tuned, launch_with_config, make_config, pruned_configs, zero_output
 from triton_kernels._runtime import device_label, is_interpreting
@@ -142,6 +142,7 @@ ENTRIES_NOT_A_MAPPING = {
     "entries-null": '{"format": 1, "entries": null}',
     "entries-text": '{"format": 1, "entries": "none yet"}',
 }
+
 
 def _write(path, content):
     if isinstance(content, bytes):
@@ -302,15 +303,7 @@ def tuning_path(device, monkeypatch):
     """Launch through the cache as on a GPU; under the interpreter the cache is bypassed."""
     skip_unless_triton_runs_on(device)
     monkeypatch.setattr(_autotune, "is_interpreting", lambda: False)
-    launched = []
-    original = _autotune.launch_with_config
-
-    def spy(kernel, grid, config, args):
-        launched.append(config)
-        original(kernel, grid, config, args)
-
-    monkeypatch.setattr(_autotune, "launch_with_config", spy)
-    return launched
+    return record_launches(monkeypatch)
 
 
 def test_cache_miss_tunes_and_records(device, tuning_path, isolated_tuning_cache):

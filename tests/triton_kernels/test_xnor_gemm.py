@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import skip_unless_triton_runs_on
-from tests.triton_kernels.helpers import generator, random_channels, random_values, random_words
-from triton_kernels import _autotune, cpu, pack_signs, pack_signs_reference, xnor_gemm, xnor_gemm_reference
+from tests.triton_kernels.helpers import generator, random_channels, random_values, random_words, record_launches
+from triton_kernels import cpu, pack_signs, pack_signs_reference, xnor_gemm, xnor_gemm_reference
 from triton_kernels._runtime import bucket_rows
 from triton_kernels.tuning_cache import TunedConfig
 from triton_kernels.xnor_gemm import (
@@ -348,14 +348,7 @@ def test_every_config(device, method, config, output):
 
 def test_forced_config_is_the_one_launched(device, monkeypatch):
     skip_unless_triton_runs_on(device)
-    launched = []
-    original = _autotune.launch_with_config
-
-    def spy(kernel, grid, config, args):
-        launched.append(config)
-        original(kernel, grid, config, args)
-
-    monkeypatch.setattr(_autotune, "launch_with_config", spy)
+    launched = record_launches(monkeypatch)
     a, b = operands(3, 40, 100, 32, device)
     config = TunedConfig.from_triton(_xnor_popcount_kernel.configs[-1])
     out = xnor_gemm_triton(a, b, 100, None, None, torch.int32, False, "popcount", config=config)
