@@ -1,0 +1,119 @@
+"""Export a trained :class:`BinaryNetMLP` to packed weights that run in the packed domain.
+
+Each batch norm folds into a per-unit scale and shift (``s = gamma / sqrt(var + eps)``,
+``t = beta - mean * s``). Every hidden layer then runs as one
+``xnor_gemm(words, W, k, scale=s, bias=t, pack_output=True)``: it reads sign words and
+writes sign words. The last layer writes the folded class scores as float32.
+
+The first layer takes real inputs. For 8-bit images (uint8 pixels ``p``, mapped to
+``low + (high - low) * p / 255`` as in training) it runs on the XNOR kernel too, one bit
+plane at a time, following BinaryNet's first-layer identity::
+
+    p . w = sum_j 2^j (b_j . w),    b_j . w = (sum_k w_k + (2 b_j - 1) . w) / 2
+
+This takes 8 binary products against the packed weights, exact in integers. Float inputs
+are multiplied with the signs unpacked on the fly instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyro_bdl.kernels import num_words, pack_signs, unpack_signs, xnor_gemm
+from pyro_bdl.layers.binary import BinaryLinear
+from pyro_bdl.networks.binarynet import BinaryNetMLP
+
+PIXEL_BITS = 8
+
+
+def fold_batch_norm(norm: nn.BatchNorm1d, layer_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (features,) float32, with ``norm(y + bias) == y * scale + shift`` in eval mode."""
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("batch norm must track running statistics to be folded (track_running_stats=True)")
+    scale = torch.rsqrt(norm.running_var.float() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.float()
+    shift = -norm.running_mean.float() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.float()
+    if layer_bias is not None:
+        shift = shift + layer_bias.float() * scale
+    return scale.detach(), shift.detach()
+
+
+class PackedBinaryMLP(nn.Module):
+    """Inference-only BinaryNet MLP on packed sign weights (see the module docstring).
+
+    Shapes: x (batch, in_features), uint8 pixels or real values -> scores (batch, classes)
+    float32. Buffers: per layer ``words_i`` (out, ceil(in / 32)) int32, ``scale_i`` and
+    ``shift_i`` (out,) float32; ``first_row_sums`` (hidden,) int32.
+    """
+
+    def __init__(self, layers: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]], input_range=(-1.0, 1.0)):
+        super().__init__()
+        self.depth = len(layers)
+        self.in_features = layers[0][1]
+        self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.widths = [layers[0][1]] + [words.shape[0] for words, *_ in layers]
+        for index, (words, k, scale, shift) in enumerate(layers):
+            if words.shape[1] != num_words(k):
+                raise ValueError(f"layer {index}: {words.shape[1]} words cannot hold k={k} signs")
+            self.register_buffer(f"words_{index}", words)
+            self.register_buffer(f"scale_{index}", scale)
+            self.register_buffer(f"shift_{index}", shift)
+        first_signs = unpack_signs(layers[0][0], self.in_features, dtype=torch.int32)
+        self.register_buffer("first_row_sums", first_signs.sum(dim=1, dtype=torch.int32))
+
+    def _layer(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        k = self.widths[index]
+        return getattr(self, f"words_{index}"), k, getattr(self, f"scale_{index}"), getattr(self, f"shift_{index}")
+
+    def _first_products(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, in_features) -> (batch, hidden) float32, the first layer's real product."""
+        words, k, _, _ = self._layer(0)
+        if x.dtype != torch.uint8:
+            return x.float() @ unpack_signs(words, k, dtype=torch.float32).T
+        low, high = self.input_range
+        planes = torch.stack([(x >> bit) & 1 for bit in range(PIXEL_BITS)])  # (8, batch, K) in {0, 1}
+        plane_words = pack_signs(planes.to(torch.int8) * 2 - 1)  # bit set where the pixel bit is 0
+        agreements = xnor_gemm(plane_words, words, k)  # (8, batch, hidden): (2 b_j - 1) . w
+        bit_products = (agreements + self.first_row_sums) // 2  # b_j . w, exact
+        weights = (2 ** torch.arange(PIXEL_BITS, device=x.device, dtype=torch.int32)).view(-1, 1, 1)
+        pixel_products = (bit_products * weights).sum(dim=0)  # p . w
+        return low * self.first_row_sums.float() + (high - low) / 255.0 * pixel_products.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must be (batch, {self.in_features}), got {tuple(x.shape)}")
+        _, _, scale, shift = self._layer(0)
+        h = self._first_products(x) * scale + shift
+        if self.depth == 1:
+            return h
+        signs = pack_signs(h, check_nan=False)
+        for index in range(1, self.depth - 1):
+            words, k, scale, shift = self._layer(index)
+            signs = xnor_gemm(signs, words, k, scale=scale, bias=shift, pack_output=True)
+        words, k, scale, shift = self._layer(self.depth - 1)
+        return xnor_gemm(signs, words, k, scale=scale, bias=shift, out_dtype=torch.float32)
+
+
+def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0)) -> PackedBinaryMLP:
+    """Pack a trained :class:`BinaryNetMLP`'s weights and fold its batch norms.
+
+    Args:
+        model: the trained network (its running batch-norm statistics are used).
+        input_range: the real interval that uint8 pixels 0..255 were mapped to in training.
+
+    Returns:
+        A :class:`PackedBinaryMLP` on the model's device. Its scores match ``model.eval()``
+        up to float rounding of the first layer and batch norm.
+    """
+    layers = []
+    for layer, norm in zip(model.layers, model.norms, strict=True):
+        if not isinstance(layer, BinaryLinear):
+            raise TypeError(f"expected BinaryLinear layers, got {type(layer).__name__}")
+        words = pack_signs(layer.weight.detach(), check_nan=True)
+        scale, shift = fold_batch_norm(norm, layer.bias)
+        layers.append((words, layer.in_features, scale, shift))
+    return PackedBinaryMLP(layers, input_range)
