@@ -217,7 +217,12 @@ class _BinaryConv2dFunction(torch.autograd.Function):
         geometry = ctx.geometry
         ph, pw = geometry["padding"]
         signs = F.pad(binary_sign(x), (pw, pw, ph, ph), value=1.0)
-        conv = {"stride": geometry["stride"], "padding": 0, "dilation": geometry["dilation"], "groups": geometry["groups"]}
+        conv = {
+            "stride": geometry["stride"],
+            "padding": 0,
+            "dilation": geometry["dilation"],
+            "groups": geometry["groups"],
+        }
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_padded = torch.nn.grad.conv2d_input(signs.shape, binary_sign(weight), grad, **conv)
@@ -270,7 +275,9 @@ class BinaryConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups ({groups})"
+            )
         if isinstance(padding, str):
             raise ValueError(f"padding must be an int or a pair of ints, got {padding!r}")
         factory = {"device": device, "dtype": dtype}

@@ -12,6 +12,8 @@ next layer and the batch norm before it stays real (as in the paper, where BN pr
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -26,7 +28,9 @@ def square_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
         labels: (batch,) class indices; the target t is +1 for the label, -1 elsewhere.
     """
     if scores.dim() != 2 or labels.shape != scores.shape[:1]:
-        raise ValueError(f"scores must be (batch, classes) and labels (batch,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores must be (batch, classes) and labels (batch,), got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     targets = -torch.ones_like(scores)
     targets.scatter_(1, labels.long().unsqueeze(1), 1.0)
     return torch.clamp(1.0 - targets * scores, min=0.0).square().mean()
@@ -62,7 +66,7 @@ class BinaryNetMLP(nn.Module):
         widths = [in_features] + [hidden] * depth + [classes]
         self.layers = nn.ModuleList(
             BinaryLinear(fan_in, fan_out, bias=False, binarize_input=index > 0)
-            for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+            for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths))
         )
         self.norms = nn.ModuleList(nn.BatchNorm1d(width, eps=bn_eps, momentum=bn_momentum) for width in widths[1:])
         self.dropout_in = nn.Dropout(dropout_in)
@@ -99,7 +103,9 @@ def binarynet_convnet(
     for stage, out_channels in enumerate((width, 2 * width, 4 * width)):
         for conv_index in range(2):
             first_layer = stage == 0 and conv_index == 0
-            blocks.append(BinaryConv2d(channels, out_channels, 3, padding=1, bias=False, binarize_input=not first_layer))
+            blocks.append(
+                BinaryConv2d(channels, out_channels, 3, padding=1, bias=False, binarize_input=not first_layer)
+            )
             if conv_index == 1:
                 blocks.append(nn.MaxPool2d(2))
             blocks.append(nn.BatchNorm2d(out_channels, eps=bn_eps))
