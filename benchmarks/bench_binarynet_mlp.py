@@ -1,0 +1,148 @@
+"""End-to-end inference of BinaryNet's MNIST MLP (784 - 3 x 4096 - 10): packed vs float torch.
+
+Three implementations of the same trained-shape network (batch norm folded, sign
+activations), timed at batch 1 and 1024 on real MNIST test images:
+
+* ``packed``: :class:`pyro_bdl.networks.PackedBinaryMLP` on uint8 pixels. The first layer
+  runs as 8 bit-plane XNOR products and every hidden layer as one XNOR GEMM that writes sign
+  words.
+* ``torch_fp32`` / ``torch_bf16``: the same network as dense float matmuls of the +-1
+  weights, each followed by scale, shift and sign.
+
+The network's weights are random (BinaryNet's uniform init) with random batch-norm
+statistics. Latency does not depend on the values, and every implementation is checked to
+give the same predictions. Reports latency (GPU: CUDA-graph replay median; CPU: median wall
+time) and weight memory, and writes JSON.
+
+    python benchmarks/bench_binarynet_mlp.py --data ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import triton
+
+from pyro_bdl.data import load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.layers import binary_sign
+from pyro_bdl.networks import BinaryNetMLP, PackedBinaryMLP, export_packed_mlp, fold_batch_norm
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $PYRO_BDL_DATA/mnist)")
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 1024])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cpu-reps", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    return parser.parse_args(argv)
+
+
+class DenseBinaryMLP(torch.nn.Module):
+    """The same network as float matmuls of the +-1 weights in ``dtype`` (the baseline)."""
+
+    def __init__(self, model: BinaryNetMLP, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.weights = [binary_sign(layer.weight.detach()).to(dtype) for layer in model.layers]
+        self.folded = [tuple(v.to(dtype) for v in fold_batch_norm(norm)) for norm in model.norms]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        h = pixels.to(self.dtype) * (2.0 / 255.0) - 1.0
+        for index, (weight, (scale, shift)) in enumerate(zip(self.weights, self.folded, strict=True)):
+            h = (h @ weight.T) * scale + shift
+            if index < len(self.weights) - 1:
+                h = torch.where(h < 0, -1.0, 1.0).to(self.dtype)
+        return h.float()
+
+
+def make_model(hidden: int, depth: int, device: torch.device) -> BinaryNetMLP:
+    torch.manual_seed(0)
+    model = BinaryNetMLP(784, hidden, depth, 10).to(device)
+    for norm in model.norms:  # random but plausible batch-norm statistics
+        norm.running_mean.normal_(0.0, 0.5 * norm.num_features**0.5)
+        norm.running_var.uniform_(0.5, 2.0).mul_(norm.num_features)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def latency_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    if device.type == "cuda":
+        return float(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"))
+    fn()
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def weight_bytes(module: torch.nn.Module | DenseBinaryMLP) -> int:
+    if isinstance(module, PackedBinaryMLP):
+        return sum(buffer.nbytes for buffer in module.buffers())
+    return sum(w.nbytes for w in module.weights) + sum(v.nbytes for pair in module.folded for v in pair)
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    root = args.data if args.data is not None else mnist_root_from_env()
+    pixels_all = load_mnist(root, "test").images.reshape(-1, 784).to(device)
+    model = make_model(args.hidden, args.depth, device)
+    implementations = {
+        "packed": export_packed_mlp(model),
+        "torch_fp32": DenseBinaryMLP(model, torch.float32),
+        "torch_bf16": DenseBinaryMLP(model, torch.bfloat16),
+    }
+    with torch.no_grad():
+        reference = model(to_float(pixels_all[:1024].cpu(), -1.0, 1.0).to(device)).argmax(1)
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip
+    print(f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}")
+    rows = []
+    for name, net in implementations.items():
+        with torch.no_grad():
+            agreement = float((net(pixels_all[:1024]).argmax(1) == reference).float().mean())
+        for batch in args.batches:
+            inputs = pixels_all[:batch]
+
+            def run(net=net, inputs=inputs):
+                with torch.no_grad():
+                    return net(inputs)
+
+            ms = latency_ms(run, device, args.cpu_reps)
+            rows.append({"impl": name, "batch": batch, "ms": ms, "weight_bytes": weight_bytes(net),
+                         "prediction_agreement": agreement})  # fmt: skip
+    fp32 = {row["batch"]: row for row in rows if row["impl"] == "torch_fp32"}
+    bf16 = {row["batch"]: row for row in rows if row["impl"] == "torch_bf16"}
+    print(f"{'impl':<12} {'batch':>6} {'latency':>12} {'vs bf16':>8} {'weights':>10} {'vs fp32':>8} {'agree':>6}")
+    for row in rows:
+        row["speedup_vs_bf16"] = bf16[row["batch"]]["ms"] / row["ms"]
+        row["weights_smaller_than_fp32"] = fp32[row["batch"]]["weight_bytes"] / row["weight_bytes"]
+        print(
+            f"{row['impl']:<12} {row['batch']:>6} {row['ms'] * 1e3:>9.1f} us {row['speedup_vs_bf16']:>7.2f}x "
+            f"{row['weight_bytes'] / 2**20:>7.2f} MiB {row['weights_smaller_than_fp32']:>7.1f}x "
+            f"{row['prediction_agreement']:>6.3f}"
+        )
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    out = args.out or Path(__file__).parent / "results" / f"binarynet_mlp-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
+    temporary.replace(out)
+    print(f"wrote {out}")
+    return {"environment": env, "rows": rows}
+
+
+if __name__ == "__main__":
+    main(parse_args())
