@@ -169,9 +169,8 @@ def main(args: argparse.Namespace) -> dict:
     temporary = results_path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(results, indent=1))
     temporary.replace(results_path)
-    print(
-        f"test error {100 * test_error:.2f}% (packed XNOR inference: {100 * packed_error:.2f}%), written to {results_path}"
-    )
+    print(f"test error {100 * test_error:.2f}% (packed XNOR inference: {100 * packed_error:.2f}%)")
+    print(f"wrote {results_path}")
     return results
 
 
