@@ -32,7 +32,7 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path):
 def test_arbitrary_objects_are_not_loaded(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"payload": ValueError("not a tensor")}, path)
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
         load_checkpoint(path)
 
 
