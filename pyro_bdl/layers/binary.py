@@ -62,20 +62,46 @@ class SignSTE(nn.Module):
 
 
 class _PackedWeightCache:
-    """Packed weights, reused until the latent weights change (version, storage, device)."""
+    """Packed weights of a layer in eval mode, reused until the latent weights change.
+
+    Only eval mode caches: in training the weights change every step, and some updates
+    (fused optimizers, writes through ``weight.data``) do not bump the version counter
+    that the cache key relies on. Switching modes clears the cache. Inference tensors
+    have no version counter and are packed on every call.
+    """
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.words: torch.Tensor | None = None
 
-    def get(self, weight: torch.Tensor, pack) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+    def clear(self) -> None:
+        self.key, self.words = None, None
+
+    def get(self, weight: torch.Tensor, pack, enabled: bool) -> torch.Tensor:
+        if not enabled or torch.compiler.is_compiling() or weight.is_inference():
             return pack(weight.detach())
-        key = (weight._version, weight.data_ptr(), weight.device, weight.shape)
+        key = (weight._version, weight.data_ptr(), weight.device, weight.dtype, weight.shape)
         if key != self.key or self.words is None:
             self.words = pack(weight.detach())
             self.key = key
         return self.words
+
+
+class _CachedPackedWeights(nn.Module):
+    """Mixin: ``packed_weight()`` cached in eval mode, cleared on ``train()``/``eval()``."""
+
+    _weight_cache: _PackedWeightCache
+
+    def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def packed_weight(self) -> torch.Tensor:
+        """The weights' int32 sign words, as the XNOR kernel reads them (cached in eval mode)."""
+        return self._weight_cache.get(self.weight, self._pack_weight, enabled=not self.training)
+
+    def train(self, mode: bool = True):
+        self._weight_cache.clear()
+        return super().train(mode)
 
 
 class _BinaryLinearFunction(torch.autograd.Function):
@@ -99,7 +125,7 @@ class _BinaryLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
-class BinaryLinear(nn.Module):
+class BinaryLinear(_CachedPackedWeights):
     """``nn.Linear`` with binary weights and, by default, binary inputs.
 
     Args:
@@ -136,9 +162,9 @@ class BinaryLinear(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def packed_weight(self) -> torch.Tensor:
-        """(out_features, ceil(in_features / 32)) int32 sign words of the weights (cached)."""
-        return self._weight_cache.get(self.weight, lambda w: pack_signs(w, check_nan=False))
+    def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """(out_features, in_features) -> (out_features, ceil(in_features / 32)) int32."""
+        return pack_signs(weight, check_nan=False)
 
     def forward_real(self, x: torch.Tensor) -> torch.Tensor:
         """Real-valued input times the binary weights (float product, STE on the weights)."""
@@ -246,7 +272,7 @@ def binary_conv2d_reference(
     return F.conv2d(signs, binary_sign(weight), None, _pair(stride), 0, _pair(dilation), groups)
 
 
-class BinaryConv2d(nn.Module):
+class BinaryConv2d(_CachedPackedWeights):
     """``nn.Conv2d`` with binary weights and, by default, binary inputs (+1 padding).
 
     Args:
@@ -304,9 +330,9 @@ class BinaryConv2d(nn.Module):
             "groups": self.groups,
         }
 
-    def packed_weight(self) -> torch.Tensor:
-        """(groups, out_channels / groups, kh * kw * ceil(Cg / 32)) int32 sign words (cached)."""
-        return self._weight_cache.get(self.weight, lambda w: _conv_weight_words(w, self.groups))
+    def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """(O, Cg, kh, kw) -> (groups, O / groups, kh * kw * ceil(Cg / 32)) int32, patch-major."""
+        return _conv_weight_words(weight, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
