@@ -389,8 +389,9 @@ def apply_epilogue(
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
     pack_output: bool,
+    pack=pack_signs_reference,
 ) -> torch.Tensor:
-    """Plain-torch epilogue: dot (..., N) int32 -> (..., N) out_dtype or packed signs."""
+    """Plain-torch epilogue: dot (M, N) int32 -> (M, N) out_dtype or packed signs (via ``pack``)."""
     if scale is None and bias is None and not pack_output:
         return dot if out_dtype == torch.int32 else dot.to(out_dtype)
     y = dot.to(torch.float32)
@@ -398,7 +399,7 @@ def apply_epilogue(
         y = y * scale.to(torch.float32)
     if bias is not None:
         y = y + bias.to(torch.float32)
-    return pack_signs_reference(y) if pack_output else y.to(out_dtype)
+    return pack(y) if pack_output else y.to(out_dtype)
 
 
 def default_out_dtype(has_epilogue: bool, pack_output: bool) -> torch.dtype:
@@ -534,7 +535,7 @@ def _xnor_gemm_op(
     if backend == "reference" or a2d.shape[0] == 0 or n == 0 or k == 0:
         out = xnor_gemm_reference(a2d, b, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
     elif backend == "cpu":
-        out = apply_epilogue(cpu.xnor_gemm_cpu(a2d, b, k), scale, bias, out_dtype, pack_output)
+        out = apply_epilogue(cpu.xnor_gemm_cpu(a2d, b, k), scale, bias, out_dtype, pack_output, cpu.pack_signs_cpu)
     else:
         out = xnor_gemm_triton(a2d, b, k, scale, bias, out_dtype, pack_output, method)
     return out.reshape(*lead, out.shape[-1])

@@ -11,8 +11,9 @@ plane at a time, following BinaryNet's first-layer identity::
 
     p . w = sum_j 2^j (b_j . w),    b_j . w = (sum_k w_k + (2 b_j - 1) . w) / 2
 
-This takes 8 binary products against the packed weights, exact in integers. Float inputs
-are multiplied with the signs unpacked on the fly instead.
+This takes 8 binary products against the packed weights, exact in integers. Above
+``BITPLANE_MAX_ROWS`` rows, and for float inputs, the first layer multiplies the real
+input with the signs unpacked on the fly instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pyro_bdl.layers.binary import BinaryLinear
 from pyro_bdl.networks.binarynet import BinaryNetMLP
 
 PIXEL_BITS = 8
+BITPLANE_MAX_ROWS = 64  # above this, 8 binary products cost more than one float product
 
 
 def fold_batch_norm(norm: nn.BatchNorm1d, layer_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +74,14 @@ class PackedBinaryMLP(nn.Module):
     def _first_products(self, x: torch.Tensor) -> torch.Tensor:
         """x (batch, in_features) -> (batch, hidden) float32, the first layer's real product."""
         words, k, _, _ = self._layer(0)
+        low, high = self.input_range
         if x.dtype != torch.uint8:
             return x.float() @ unpack_signs(words, k, dtype=torch.float32).T
-        low, high = self.input_range
+        if x.shape[0] > BITPLANE_MAX_ROWS:
+            real = torch.lerp(
+                torch.tensor(low, device=x.device), torch.tensor(high, device=x.device), x.float() / 255.0
+            )
+            return real @ unpack_signs(words, k, dtype=torch.float32).T
         planes = torch.stack([(x >> bit) & 1 for bit in range(PIXEL_BITS)])  # (8, batch, K) in {0, 1}
         plane_words = pack_signs(planes.to(torch.int8) * 2 - 1)  # bit set where the pixel bit is 0
         agreements = xnor_gemm(plane_words, words, k)  # (8, batch, hidden): (2 b_j - 1) . w

@@ -17,6 +17,7 @@ import pyro_bdl.networks.packed as packed_module
 from pyro_bdl.kernels import num_words
 from pyro_bdl.layers import binary_sign
 from pyro_bdl.networks import BinaryNetMLP, PackedBinaryMLP, export_packed_mlp, fold_batch_norm
+from pyro_bdl.networks.packed import BITPLANE_MAX_ROWS
 from tests.triton_kernels.helpers import generator, random_values
 
 
@@ -190,3 +191,17 @@ def test_export_rejects_non_binary_layers():
     model.layers[0] = nn.Linear(8, 16, bias=False)
     with pytest.raises(TypeError, match="expected BinaryLinear layers, got Linear"):
         export_packed_mlp(model)
+
+
+def test_large_pixel_batches_take_the_float_first_layer_with_the_same_scores(monkeypatch):
+    gen = generator(41)
+    model = trained_like(BinaryNetMLP(in_features=70, hidden=96, depth=2, classes=10), gen)
+    packed = export_packed_mlp(model)
+    pixels = torch.randint(0, 256, (BITPLANE_MAX_ROWS + 1, 70), generator=gen, dtype=torch.uint8)
+    calls = spy_gemm(monkeypatch)
+    with torch.no_grad():
+        large = packed(pixels)
+        small = torch.cat([packed(pixels[:BITPLANE_MAX_ROWS]), packed(pixels[BITPLANE_MAX_ROWS:])])
+    torch.testing.assert_close(large, small, rtol=0, atol=SCORE_ATOL)
+    # the large batch made no bit-plane call: its first XNOR product is already a hidden layer
+    assert calls[0]["pack_output"] is True and calls[0]["k"] == 96
