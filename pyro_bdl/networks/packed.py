@@ -78,9 +78,7 @@ class PackedBinaryMLP(nn.Module):
         if x.dtype != torch.uint8:
             return x.float() @ unpack_signs(words, k, dtype=torch.float32).T
         if x.shape[0] > BITPLANE_MAX_ROWS:
-            real = torch.lerp(
-                torch.tensor(low, device=x.device), torch.tensor(high, device=x.device), x.float() / 255.0
-            )
+            real = x.float() * ((high - low) / 255.0) + low
             return real @ unpack_signs(words, k, dtype=torch.float32).T
         planes = torch.stack([(x >> bit) & 1 for bit in range(PIXEL_BITS)])  # (8, batch, K) in {0, 1}
         plane_words = pack_signs(planes.to(torch.int8) * 2 - 1)  # bit set where the pixel bit is 0
