@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import triton
+from timing import time_cpu, time_cuda
 
 from pyro_bdl.data import load_mnist, mnist_root_from_env, to_float
 from pyro_bdl.layers import binary_sign
@@ -77,15 +76,7 @@ def make_model(hidden: int, depth: int, device: torch.device) -> BinaryNetMLP:
 
 
 def latency_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    if device.type == "cuda":
-        return float(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"))
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+    return time_cuda(fn, rep_ms=50) if device.type == "cuda" else time_cpu(fn, reps)
 
 
 def weight_bytes(module: torch.nn.Module | DenseBinaryMLP) -> int:

@@ -21,14 +21,13 @@ import json
 import math
 import platform
 import re
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
+from timing import time_cpu, time_cuda
 from triton.language.extra import libdevice
 
 import triton_kernels
@@ -56,22 +55,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def time_cuda(fn: Callable[[], object], rep_ms: float) -> float:
-    """Median milliseconds per call, from CUDA-graph replays."""
-    return float(triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
-
-
-def time_cpu(fn: Callable[[], object], reps: int) -> float:
-    """Median milliseconds per call of ``reps`` timed calls after one warm-up."""
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
 
 
 def rotating(call: Callable[..., object], argument_sets: list[tuple]) -> Callable[[], object]:

@@ -87,10 +87,23 @@ class _PackedWeightCache:
         return self.words
 
 
-class _CachedPackedWeights(nn.Module):
-    """Mixin: ``packed_weight()`` cached in eval mode, cleared on ``train()``/``eval()``."""
+class _BinaryLayer(nn.Module):
+    """Base of the binary layers: latent weights, optional bias, and ``packed_weight()``.
 
-    _weight_cache: _PackedWeightCache
+    The packed weights are cached in eval mode and the cache is cleared on ``train()``/``eval()``.
+    """
+
+    def _create_parameters(self, weight_shape: tuple[int, ...], bias: bool, factory: dict) -> None:
+        self.weight = nn.Parameter(torch.empty(*weight_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(weight_shape[0], **factory)) if bias else None
+        self._weight_cache = _PackedWeightCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Latent weights uniform in [-1, 1] (BinaryNet, H = 1); bias 0."""
+        nn.init.uniform_(self.weight, -1.0, 1.0)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -125,7 +138,7 @@ class _BinaryLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
-class BinaryLinear(_CachedPackedWeights):
+class BinaryLinear(_BinaryLayer):
     """``nn.Linear`` with binary weights and, by default, binary inputs.
 
     Args:
@@ -152,15 +165,7 @@ class BinaryLinear(_CachedPackedWeights):
         self.in_features = in_features
         self.out_features = out_features
         self.binarize_input = binarize_input
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        self._weight_cache = _PackedWeightCache()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.weight, -1.0, 1.0)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        self._create_parameters((out_features, in_features), bias, factory)
 
     def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """(out_features, in_features) -> (out_features, ceil(in_features / 32)) int32."""
@@ -272,7 +277,7 @@ def binary_conv2d_reference(
     return F.conv2d(signs, binary_sign(weight), None, _pair(stride), 0, _pair(dilation), groups)
 
 
-class BinaryConv2d(_CachedPackedWeights):
+class BinaryConv2d(_BinaryLayer):
     """``nn.Conv2d`` with binary weights and, by default, binary inputs (+1 padding).
 
     Args:
@@ -311,15 +316,7 @@ class BinaryConv2d(_CachedPackedWeights):
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.binarize_input = binarize_input
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self._weight_cache = _PackedWeightCache()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.weight, -1.0, 1.0)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        self._create_parameters((out_channels, in_channels // groups, *self.kernel_size), bias, factory)
 
     def _geometry(self) -> dict:
         return {
