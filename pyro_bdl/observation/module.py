@@ -1,0 +1,148 @@
+"""``ObservationModel``: a likelihood module that owns the observed site and its plate."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+
+from pyro_bdl.observation.glm import (
+    check_param,
+    get_observation_model,
+    mean_function,
+    observation_distribution,
+)
+
+
+class ObservationModel(PyroModule):
+    """The likelihood ``y ~ observation_distribution(name, eta)`` as a Pyro site.
+
+    Args:
+        name: a key of :data:`~pyro_bdl.observation.glm.OBSERVATION_MODELS`.
+        event_dim: how many rightmost batch dimensions of the distribution are one event
+            (``.to_event(event_dim)``), e.g. 1 for ``eta`` of shape ``(data, outputs)``
+            scored jointly per data point.
+        plate_ndim: how many batch dimensions, right to left next to the event
+            dimensions, get a ``pyro.plate`` from this module (default 1: the data
+            dimension). Dimensions further left belong to the caller's plates.
+        learn_params: register the model's parameters as constrained ``PyroParam`` (the
+            default) or keep them fixed as buffers.
+        num_categories: ``K`` for ``ordinal_logit`` when ``cutpoints`` is not given; the
+            default cutpoints ``logit(k / K)`` make all categories equally likely at ``eta = 0``.
+        **init_params: initial (or fixed) parameter values, ``scale``, ``concentration``
+            or ``cutpoints`` (shapes and constraints in :mod:`pyro_bdl.observation.glm`).
+
+    Shapes: ``eta`` is ``(*outer, *plates, *event)`` (plus a trailing ``K`` for
+    ``categorical``), with ``len(plates) == plate_ndim`` and ``len(event) == event_dim``;
+    ``obs`` is ``(*outer, *plates, *event)``; ``obs_mask`` broadcasts to ``(*outer, *plates)``.
+    Plates are named ``f"{site_name}_plate"`` when ``plate_ndim == 1``, else
+    ``f"{site_name}_plate_{i}"`` with ``i`` counting from the left, and sit at dims
+    ``-plate_ndim .. -1``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        event_dim: int = 0,
+        plate_ndim: int = 1,
+        learn_params: bool = True,
+        num_categories: int | None = None,
+        **init_params,
+    ) -> None:
+        super().__init__()
+        spec = get_observation_model(name)
+        if event_dim < 0:
+            raise ValueError(f"event_dim must be non-negative, got {event_dim}")
+        if plate_ndim < 0:
+            raise ValueError(f"plate_ndim must be non-negative, got {plate_ndim}")
+        unknown = sorted(set(init_params) - {param.name for param in spec.params})
+        if unknown:
+            known = sorted(param.name for param in spec.params) or "none"
+            raise ValueError(f"{name}: unexpected parameters {unknown}; it takes {known}")
+        self.model_name = name
+        self.event_dim = event_dim
+        self.plate_ndim = plate_ndim
+        self._param_names = tuple(param.name for param in spec.params)
+        for param in spec.params:
+            value = init_params.get(param.name)
+            if value is None:
+                value = param.default(num_categories)
+            if value is None:
+                raise ValueError(f"{name}: give {param.name!r} ({param.description}) or num_categories")
+            value = check_param(spec, param, value).detach().clone()
+            if learn_params:
+                setattr(self, param.name, PyroParam(value, constraint=param.constraint))
+            else:
+                self.register_buffer(param.name, value)
+
+    @property
+    def spec(self):
+        return get_observation_model(self.model_name)
+
+    def param_values(self) -> dict[str, torch.Tensor]:
+        """The current (constrained) parameter values, by name."""
+        return {name: getattr(self, name) for name in self._param_names}
+
+    def distribution(self, eta: torch.Tensor) -> dist.TorchDistribution:
+        """``observation_distribution(name, eta, **self.param_values())``, before ``to_event``."""
+        return observation_distribution(self.model_name, eta, **self.param_values())
+
+    def mean(self, eta: torch.Tensor) -> torch.Tensor:
+        """``E[y | eta]`` with the current parameters (see :func:`mean_function`)."""
+        return mean_function(self.model_name, eta, **self.param_values())
+
+    def _plate_names(self, site_name: str) -> list[str]:
+        if self.plate_ndim == 1:
+            return [f"{site_name}_plate"]
+        return [f"{site_name}_plate_{i}" for i in range(self.plate_ndim)]
+
+    def forward(
+        self,
+        eta: torch.Tensor,
+        obs: torch.Tensor | None = None,
+        obs_mask: torch.Tensor | None = None,
+        site_name: str = "obs",
+    ) -> torch.Tensor:
+        """Sample (``obs=None``) or observe ``y`` at site ``site_name`` inside this module's plates.
+
+        Args:
+            eta: natural parameter, shapes in the class docstring.
+            obs: observations, or ``None`` to sample.
+            obs_mask: boolean, ``True`` where ``obs`` is observed. Passed to Pyro's
+                ``obs_mask``: missing entries are imputed by a latent site
+                ``f"{site_name}_unobserved"`` (which a guide must cover) and add nothing
+                to the observed log-likelihood. Their ``obs`` values are ignored (may be NaN).
+
+        Returns:
+            The value at the site, ``(*outer, *plates, *event)``.
+        """
+        fn = self.distribution(eta).to_event(self.event_dim)
+        batch_shape = fn.batch_shape
+        if len(batch_shape) < self.plate_ndim:
+            raise ValueError(
+                f"eta must have at least plate_ndim + event_dim = {self.plate_ndim + self.event_dim} batch "
+                f"dimensions, got distribution batch shape {tuple(self.distribution(eta).batch_shape)}"
+            )
+        if obs_mask is not None:
+            if obs is None:
+                raise ValueError("obs_mask needs obs: it marks which entries of obs are observed")
+            obs_mask = torch.as_tensor(obs_mask, dtype=torch.bool, device=eta.device)
+            obs = self._fill_missing(fn, obs, obs_mask)
+        with ExitStack() as stack:
+            for i, plate_name in enumerate(self._plate_names(site_name)):
+                dim = i - self.plate_ndim
+                stack.enter_context(pyro.plate(plate_name, batch_shape[dim], dim=dim))
+            return pyro.sample(site_name, fn, obs=obs, obs_mask=obs_mask)
+
+    def _fill_missing(self, fn: dist.TorchDistribution, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
+        """Replace missing entries of ``obs`` by a value in the support, so validation and gradients stay clean."""
+        mask = obs_mask.reshape(obs_mask.shape + (1,) * fn.event_dim)
+        filler = torch.zeros_like(obs) if self.spec.discrete else fn.mean.detach().to(obs.dtype)
+        return torch.where(mask, obs, filler)
+
+    def extra_repr(self) -> str:
+        return f"{self.model_name!r}, event_dim={self.event_dim}, plate_ndim={self.plate_ndim}"
