@@ -1,0 +1,69 @@
+"""Bayesian generalised linear model: one linear layer and an observation model of the GLM table.
+
+Generative process, for inputs x_n (in_features,)::
+
+    w ~ Normal(0, prior_scale)      (in_features,)   or (in_features, K) for categorical
+    b ~ Normal(0, prior_scale)      ()               or (K,)
+    for n in data:  eta_n = x_n . w + b,   y_n ~ p(y | eta_n)   (see pyro_bdl.observation)
+
+Sites: ``weight``, ``bias``, ``obs`` (plate ``obs_plate`` over data, dim -1). Fit with any
+Pyro guide, e.g. ``AutoMultivariateNormal(model)``: with a Gaussian likelihood of known
+scale the posterior is Gaussian and such a guide can be exact.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroSample
+
+from pyro_bdl.observation import ObservationModel
+
+
+class GLMModel(PyroModule):
+    """Bayesian GLM ``y ~ p(y | x . w + b)``.
+
+    Args:
+        in_features: input size.
+        observation: a name from :data:`pyro_bdl.observation.OBSERVATION_MODELS`.
+        num_classes: K for ``categorical`` (eta is (data, K)); otherwise leave ``None``.
+        prior_scale: standard deviation of the Gaussian priors on weight and bias.
+        learn_observation_params: learn the likelihood's parameters (e.g. the Gaussian
+            ``scale``) as point estimates; ``False`` keeps them fixed at ``**observation_params``.
+        **observation_params: initial or fixed likelihood parameters (``scale``, ...).
+
+    Shapes: ``x`` (data, in_features); ``y`` (data,); ``obs_mask`` (data,) boolean.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        observation: str = "gaussian",
+        num_classes: int | None = None,
+        prior_scale: float = 1.0,
+        learn_observation_params: bool = True,
+        **observation_params,
+    ) -> None:
+        super().__init__()
+        if observation == "categorical" and not num_classes:
+            raise ValueError("observation='categorical' needs num_classes (the number of categories K)")
+        if observation != "categorical" and num_classes is not None:
+            raise ValueError(f"num_classes applies to observation='categorical' only, got {observation!r}")
+        if not prior_scale > 0:
+            raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+        self.in_features = in_features
+        outputs = [num_classes] if num_classes else []
+        self.weight = PyroSample(
+            dist.Normal(0.0, prior_scale).expand([in_features, *outputs]).to_event(1 + len(outputs))
+        )
+        self.bias = PyroSample(dist.Normal(0.0, prior_scale).expand(outputs).to_event(len(outputs)))
+        self.likelihood = ObservationModel(observation, learn_params=learn_observation_params, **observation_params)
+
+    def linear_predictor(self, x: torch.Tensor) -> torch.Tensor:
+        """eta = x . w + b: (data,) or (data, K)."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must be (data, {self.in_features}), got {tuple(x.shape)}")
+        return x @ self.weight + self.bias
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, obs_mask: torch.Tensor | None = None):
+        return self.likelihood(self.linear_predictor(x), obs=y, obs_mask=obs_mask)
