@@ -241,6 +241,28 @@ def check_param(spec: ObservationSpec, param: ParamSpec, value, dtype: torch.dty
     return value
 
 
+def param_values_or_defaults(spec: ObservationSpec, params: dict, num_categories: int | None = None) -> dict:
+    """The given parameter values, defaults for the missing ones; unknown or missing names raise.
+
+    ``num_categories`` feeds defaults that depend on K (the ordinal cutpoints). Values are
+    returned as given, unchecked (see :func:`check_param`).
+    """
+    known = {param.name for param in spec.params}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{spec.name}: unexpected parameters {unknown}; it takes {sorted(known) or 'none'}")
+    values = {}
+    for param in spec.params:
+        value = params.get(param.name)
+        if value is None:
+            value = param.default(num_categories)
+        if value is None:
+            hint = "" if num_categories is not None else " (or give num_categories where K sets the default)"
+            raise ValueError(f"{spec.name}: parameter {param.name!r} ({param.description}) is required{hint}")
+        values[param.name] = value
+    return values
+
+
 def _resolve(name: str, eta: torch.Tensor, params: dict) -> tuple[ObservationSpec, Params]:
     spec = get_observation_model(name)
     if not isinstance(eta, torch.Tensor) or not eta.is_floating_point():
@@ -249,20 +271,13 @@ def _resolve(name: str, eta: torch.Tensor, params: dict) -> tuple[ObservationSpe
         )
     if eta.dim() < spec.eta_event_ndim:
         raise ValueError(f"{name}: eta must have a trailing dimension of K logits, got shape {tuple(eta.shape)}")
-    known = {param.name for param in spec.params}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"{name}: unexpected parameters {unknown}; it takes {sorted(known) or 'none'}")
+    values = param_values_or_defaults(spec, params)
     if spec.eta_positive and not bool((eta.detach() > 0).all()):
         raise ValueError(f"{name}: eta must be positive (mean = 1 / eta), got min {eta.detach().min().item():.4g}")
-    resolved = {}
-    for param in spec.params:
-        value = params.get(param.name)
-        if value is None:
-            value = param.default(None)
-        if value is None:
-            raise ValueError(f"{name}: parameter {param.name!r} ({param.description}) is required")
-        resolved[param.name] = check_param(spec, param, value, eta.dtype).to(dtype=eta.dtype, device=eta.device)
+    resolved = {
+        param.name: check_param(spec, param, values[param.name], eta.dtype).to(dtype=eta.dtype, device=eta.device)
+        for param in spec.params
+    }
     return spec, resolved
 
 

@@ -14,6 +14,7 @@ from pyro_bdl.observation.glm import (
     get_observation_model,
     mean_function,
     observation_distribution,
+    param_values_or_defaults,
 )
 
 
@@ -59,21 +60,13 @@ class ObservationModel(PyroModule):
             raise ValueError(f"event_dim must be non-negative, got {event_dim}")
         if plate_ndim < 0:
             raise ValueError(f"plate_ndim must be non-negative, got {plate_ndim}")
-        unknown = sorted(set(init_params) - {param.name for param in spec.params})
-        if unknown:
-            known = sorted(param.name for param in spec.params) or "none"
-            raise ValueError(f"{name}: unexpected parameters {unknown}; it takes {known}")
+        values = param_values_or_defaults(spec, init_params, num_categories)
         self.model_name = name
         self.event_dim = event_dim
         self.plate_ndim = plate_ndim
         self._param_names = tuple(param.name for param in spec.params)
         for param in spec.params:
-            value = init_params.get(param.name)
-            if value is None:
-                value = param.default(num_categories)
-            if value is None:
-                raise ValueError(f"{name}: give {param.name!r} ({param.description}) or num_categories")
-            value = check_param(spec, param, value).detach().clone()
+            value = check_param(spec, param, values[param.name]).detach().clone()
             if learn_params:
                 setattr(self, param.name, PyroParam(value, constraint=param.constraint))
             else:
