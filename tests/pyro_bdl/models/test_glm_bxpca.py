@@ -8,14 +8,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_bdl.models import BXPCAModel, GLMModel
 
-
-@pytest.fixture(autouse=True)
-def fresh_pyro():
-    pyro.clear_param_store()
-    pyro.enable_validation(True)
-    pyro.set_rng_seed(0)
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("pyro_state")
 
 
 def fit(model, guide, steps, lr, *args):

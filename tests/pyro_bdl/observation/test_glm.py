@@ -27,13 +27,7 @@ PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def pyro_state():
-    pyro.clear_param_store()
-    pyro.enable_validation(True)
-    pyro.set_rng_seed(0)
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("pyro_state")
 
 
 def make_eta(name: str, shape=(3, 4)) -> torch.Tensor:
