@@ -194,17 +194,14 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilatio
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _conv_input_words(x: torch.Tensor, geometry: dict) -> torch.Tensor:
-    """x (B, C, H, W) -> sign words of every patch, (B * OH * OW, groups, kh * kw * CWg).
+def conv_patch_words(words: torch.Tensor, geometry: dict) -> torch.Tensor:
+    """Per-pixel sign words (B, H, W, G, CWg) -> words of every patch, (B, OH, OW, G, kh * kw * CWg).
 
-    Channels of each group are packed per pixel, then patches gather whole words; padding
-    pixels are words of 0, i.e. +1 signs.
+    Padding pixels are words of 0, i.e. +1 signs. The patch is tap-major: tap (i, j) holds the
+    group's ``CWg`` channel words of that pixel, like :func:`conv_weight_words`.
     """
-    batch, channels, height, width = x.shape
-    groups = geometry["groups"]
+    batch, height, width, groups, group_words = words.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (geometry[name] for name in ("kernel", "stride", "padding", "dilation"))
-    per_pixel = x.detach().permute(0, 2, 3, 1).reshape(batch, height, width, groups, channels // groups)
-    words = pack_signs(per_pixel, check_nan=False)  # (B, H, W, G, CWg)
     words = F.pad(words, (0, 0, 0, 0, pw, pw, ph, ph))
     out_h = _conv_output_size(height, kh, sh, ph, dh)
     out_w = _conv_output_size(width, kw, sw, pw, dw)
@@ -214,10 +211,22 @@ def _conv_input_words(x: torch.Tensor, geometry: dict) -> torch.Tensor:
         for j in range(kw)
     ]
     columns = torch.stack(patches, dim=3)  # (B, OH, OW, kh*kw, G, CWg)
-    return columns.transpose(3, 4).reshape(batch * out_h * out_w, groups, -1)
+    return columns.transpose(3, 4).reshape(batch, out_h, out_w, groups, kh * kw * group_words)
 
 
-def _conv_weight_words(weight: torch.Tensor, groups: int) -> torch.Tensor:
+def _conv_input_words(x: torch.Tensor, geometry: dict) -> torch.Tensor:
+    """x (B, C, H, W) -> sign words of every patch, (B * OH * OW, groups, kh * kw * CWg).
+
+    Channels of each group are packed per pixel, then patches gather whole words.
+    """
+    batch, channels, height, width = x.shape
+    groups = geometry["groups"]
+    per_pixel = x.detach().permute(0, 2, 3, 1).reshape(batch, height, width, groups, channels // groups)
+    columns = conv_patch_words(pack_signs(per_pixel, check_nan=False), geometry)  # (B, OH, OW, G, kh*kw*CWg)
+    return columns.flatten(0, 2)
+
+
+def conv_weight_words(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """weight (O, Cg, kh, kw) -> (G, O / G, kh * kw * CWg) sign words, patch-major like the input."""
     out_channels, group_channels, kh, kw = weight.shape
     per_tap = weight.detach().permute(0, 2, 3, 1).reshape(groups, out_channels // groups, kh, kw, group_channels)
@@ -329,7 +338,7 @@ class BinaryConv2d(_BinaryLayer):
 
     def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """(O, Cg, kh, kw) -> (groups, O / groups, kh * kw * ceil(Cg / 32)) int32, patch-major."""
-        return _conv_weight_words(weight, self.groups)
+        return conv_weight_words(weight, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

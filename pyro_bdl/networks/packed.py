@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from pyro_bdl.kernels import num_words, pack_signs, unpack_signs, xnor_gemm
 from pyro_bdl.layers.binary import BinaryLinear
@@ -29,8 +30,11 @@ PIXEL_BITS = 8
 BITPLANE_MAX_ROWS = 64  # above this, 8 binary products cost more than one float product
 
 
-def fold_batch_norm(norm: nn.BatchNorm1d, layer_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each (features,) float32, with ``norm(y + bias) == y * scale + shift`` in eval mode."""
+def fold_batch_norm(norm: _BatchNorm, layer_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (features,) float32, with ``norm(y + bias) == y * scale + shift`` in eval mode.
+
+    ``norm`` is any batch norm (1d or 2d); ``scale`` and ``shift`` act on its channel dimension.
+    """
     if norm.running_mean is None or norm.running_var is None:
         raise ValueError("batch norm must track running statistics to be folded (track_running_stats=True)")
     scale = torch.rsqrt(norm.running_var.float() + norm.eps)
