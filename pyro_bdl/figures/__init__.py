@@ -1,0 +1,1 @@
+"""Figures (PNG, matplotlib), one module per subject."""
