@@ -3,8 +3,10 @@
 * :mod:`pyro_bdl.data.mnist`: MNIST from its IDX files, images (N, 28, 28) uint8 and
   labels (N,) int64, with the usual preprocessing (scaling to floats, dynamic
   binarisation, the 50,000 / 10,000 train/validation split).
+* :mod:`pyro_bdl.data.uci`: the UCI regression sets with their standard train/test splits
+  (Hernandez-Lobato & Adams 2015), normalised with training statistics.
 
-Set ``PYRO_BDL_DATA`` to the data folder (the one holding ``mnist/``) or pass folders
+Set ``PYRO_BDL_DATA`` to the data folder (the one holding ``mnist/`` and ``uci/``) or pass folders
 explicitly.
 """
 
@@ -16,12 +18,26 @@ from pyro_bdl.data.mnist import (
     to_float,
     train_validation_split,
 )
+from pyro_bdl.data.uci import (
+    UCIDataset,
+    UCISplit,
+    list_uci_datasets,
+    load_uci,
+    load_uci_dataset,
+    uci_root_from_env,
+)
 
 __all__ = [
     "MNIST",
+    "UCIDataset",
+    "UCISplit",
     "binarize_dynamic",
+    "list_uci_datasets",
     "load_mnist",
+    "load_uci",
+    "load_uci_dataset",
     "mnist_root_from_env",
     "to_float",
     "train_validation_split",
+    "uci_root_from_env",
 ]

@@ -1,0 +1,71 @@
+"""Argument checks shared by the evaluation modules (clear errors, nothing corrected)."""
+
+from __future__ import annotations
+
+import torch
+
+PROBABILITY_SUM_TOLERANCE = 1e-3
+"""How far a row of class probabilities may sum away from 1 (float32 softmax rounding)."""
+
+
+def check_float_tensor(name: str, value: object, *, min_dim: int = 0, dim: int | None = None) -> torch.Tensor:
+    """``value`` as a finite floating tensor with ``dim`` (or at least ``min_dim``) dimensions."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got dtype {value.dtype}")
+    if dim is not None and value.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimension(s), got shape {tuple(value.shape)}")
+    if value.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(value.shape)}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite, got NaN or infinite entries")
+    return value
+
+
+def check_probabilities(name: str, value: object, *, dim: int | None = None) -> torch.Tensor:
+    """A floating tensor (of ``dim`` dimensions if given) whose last axis holds probabilities summing to 1."""
+    probs = check_float_tensor(name, value, min_dim=1, dim=dim)
+    if probs.shape[-1] < 2:
+        raise ValueError(f"{name} must hold at least 2 classes on its last axis, got shape {tuple(probs.shape)}")
+    low, high = float(probs.min()), float(probs.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{low}, {high}]")
+    error = float((probs.sum(-1) - 1.0).abs().max())
+    if error > PROBABILITY_SUM_TOLERANCE:
+        raise ValueError(
+            f"{name} must sum to 1 over its last (class) axis, got a row off by {error:.3g} "
+            "(pass probabilities, e.g. logits.softmax(-1), not logits)"
+        )
+    return probs
+
+
+def check_labels(name: str, value: object, *, num_data: int, num_classes: int) -> torch.Tensor:
+    """Integer class labels (num_data,) in [0, num_classes)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {value.dtype}")
+    if value.shape != (num_data,):
+        raise ValueError(f"{name} must have shape ({num_data},) to match the probabilities, got {tuple(value.shape)}")
+    if num_data and (int(value.min()) < 0 or int(value.max()) >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}), got values in [{int(value.min())}, {int(value.max())}]"
+        )
+    return value
+
+
+def check_same_shape(name: str, value: torch.Tensor, other_name: str, other: torch.Tensor) -> None:
+    if value.shape != other.shape:
+        raise ValueError(f"{name} must have the shape of {other_name} {tuple(other.shape)}, got {tuple(value.shape)}")
+
+
+def check_level(level: float) -> float:
+    """A central-interval probability strictly between 0 and 1."""
+    if isinstance(level, bool) or not isinstance(level, int | float):
+        raise TypeError(f"level must be a float in (0, 1), got {type(level).__name__} {level!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    return float(level)
