@@ -1,11 +1,13 @@
 """End-to-end inference of BinaryNet's MNIST MLP (784 - 3 x 4096 - 10): packed vs float torch.
 
-Three implementations of the same trained-shape network (batch norm folded, sign
+Four implementations of the same trained-shape network (batch norm folded, sign
 activations), timed at batch 1 and 1024 on real MNIST test images:
 
-* ``packed``: :class:`pyro_bdl.networks.PackedBinaryMLP` on uint8 pixels. The first layer
-  runs as 8 bit-plane XNOR products and every hidden layer as one XNOR GEMM that writes sign
-  words.
+* ``packed``: :class:`pyro_bdl.networks.PackedBinaryMLP` on uint8 pixels, every hidden
+  layer one XNOR GEMM that writes sign words. Up to 64 rows the first layer is one fused
+  ``pixel_gemm`` launch on a GPU and 8 bit-plane XNOR products on the CPU; above, a float
+  product with the unpacked signs.
+* ``packed_bitplane``: the same with the bit-plane first layer on every device.
 * ``torch_fp32`` / ``torch_bf16``: the same network as dense float matmuls of the +-1
   weights, each followed by scale, shift and sign.
 
@@ -91,7 +93,8 @@ def main(args: argparse.Namespace) -> dict:
     pixels_all = load_mnist(root, "test").images.reshape(-1, 784).to(device)
     model = make_model(args.hidden, args.depth, device)
     implementations = {
-        "packed": export_packed_mlp(model),
+        "packed": export_packed_mlp(model),  # first layer: fused pixel_gemm on CUDA, bit planes on CPU
+        "packed_bitplane": export_packed_mlp(model, first_layer="bitplane"),
         "torch_fp32": DenseBinaryMLP(model, torch.float32),
         "torch_bf16": DenseBinaryMLP(model, torch.bfloat16),
     }
@@ -116,12 +119,12 @@ def main(args: argparse.Namespace) -> dict:
                          "prediction_agreement": agreement})  # fmt: skip
     fp32 = {row["batch"]: row for row in rows if row["impl"] == "torch_fp32"}
     bf16 = {row["batch"]: row for row in rows if row["impl"] == "torch_bf16"}
-    print(f"{'impl':<12} {'batch':>6} {'latency':>12} {'vs bf16':>8} {'weights':>10} {'vs fp32':>8} {'agree':>6}")
+    print(f"{'impl':<16} {'batch':>6} {'latency':>12} {'vs bf16':>8} {'weights':>10} {'vs fp32':>8} {'agree':>6}")
     for row in rows:
         row["speedup_vs_bf16"] = bf16[row["batch"]]["ms"] / row["ms"]
         row["weights_smaller_than_fp32"] = fp32[row["batch"]]["weight_bytes"] / row["weight_bytes"]
         print(
-            f"{row['impl']:<12} {row['batch']:>6} {row['ms'] * 1e3:>9.1f} us {row['speedup_vs_bf16']:>7.2f}x "
+            f"{row['impl']:<16} {row['batch']:>6} {row['ms'] * 1e3:>9.1f} us {row['speedup_vs_bf16']:>7.2f}x "
             f"{row['weight_bytes'] / 2**20:>7.2f} MiB {row['weights_smaller_than_fp32']:>7.1f}x "
             f"{row['prediction_agreement']:>6.3f}"
         )

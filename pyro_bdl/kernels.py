@@ -5,7 +5,7 @@ tensors they run the Triton kernels; on CPU tensors the fast CPU path (no Triton
 at run time). See :mod:`triton_kernels` for the bit layout and the options.
 """
 
-from triton_kernels import pack_signs, unpack_signs, xnor_gemm
+from triton_kernels import pack_signs, pixel_gemm, unpack_signs, xnor_gemm
 from triton_kernels.pack import num_words
 
-__all__ = ["num_words", "pack_signs", "unpack_signs", "xnor_gemm"]
+__all__ = ["num_words", "pack_signs", "pixel_gemm", "unpack_signs", "xnor_gemm"]

@@ -1,10 +1,11 @@
-"""Triton kernels for binary networks: sign packing and the XNOR-popcount GEMM.
+"""Triton kernels for binary networks: sign packing, the XNOR-popcount GEMM and the 8-bit first layer.
 
 Depends on torch and triton only (numpy for the CPU path); importing it starts no CUDA
 context and compiles nothing. See ``docs/kernels.md``.
 """
 
 from triton_kernels.pack import pack_signs, pack_signs_reference, unpack_signs, unpack_signs_reference
+from triton_kernels.pixel_gemm import pixel_gemm, pixel_gemm_reference
 from triton_kernels.tuning import tune_xnor_gemm
 from triton_kernels.tuning_cache import default_cache_path, load_tuning_cache
 from triton_kernels.xnor_gemm import xnor_gemm, xnor_gemm_reference
@@ -14,6 +15,8 @@ __all__ = [
     "load_tuning_cache",
     "pack_signs",
     "pack_signs_reference",
+    "pixel_gemm",
+    "pixel_gemm_reference",
     "tune_xnor_gemm",
     "unpack_signs",
     "unpack_signs_reference",

@@ -561,6 +561,29 @@ def _check_channel_vector(vector: torch.Tensor | None, name: str, n: int, device
         raise ValueError(f"{name} is on {vector.device} but the operands are on {device}")
 
 
+def check_epilogue(
+    scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype | None,
+    pack_output: bool,
+    n: int,
+    device: torch.device,
+) -> torch.dtype:
+    """Validate the epilogue options of an (M, N) integer product; returns the resolved ``out_dtype``."""
+    _check_channel_vector(scale, "scale", n, device)
+    _check_channel_vector(bias, "bias", n, device)
+    has_epilogue = scale is not None or bias is not None
+    if out_dtype is None:
+        out_dtype = default_out_dtype(has_epilogue, pack_output)
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    if pack_output and out_dtype != torch.int32:
+        raise ValueError(f"pack_output=True returns int32 sign words; out_dtype={out_dtype} cannot apply")
+    if has_epilogue and out_dtype == torch.int32 and not pack_output:
+        raise ValueError("scale and bias give real values: choose a floating out_dtype or pack_output=True")
+    return out_dtype
+
+
 def xnor_gemm(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -598,18 +621,7 @@ def xnor_gemm(
         raise ValueError(f"b must be 2-D (N, words), got shape {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"a is on {a.device} but b is on {b.device}; move both to one device")
-    n = b.shape[0]
-    _check_channel_vector(scale, "scale", n, a.device)
-    _check_channel_vector(bias, "bias", n, a.device)
-    has_epilogue = scale is not None or bias is not None
-    if out_dtype is None:
-        out_dtype = default_out_dtype(has_epilogue, pack_output)
-    if out_dtype not in OUT_DTYPES:
-        raise TypeError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
-    if pack_output and out_dtype != torch.int32:
-        raise ValueError(f"pack_output=True returns int32 sign words; out_dtype={out_dtype} cannot apply")
-    if has_epilogue and out_dtype == torch.int32 and not pack_output:
-        raise ValueError("scale and bias give real values: choose a floating out_dtype or pack_output=True")
+    out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], a.device)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     resolved = resolve_backend(backend, a.device)

@@ -11,7 +11,11 @@ plane at a time, following BinaryNet's first-layer identity::
 
     p . w = sum_j 2^j (b_j . w),    b_j . w = (sum_k w_k + (2 b_j - 1) . w) / 2
 
-This takes 8 binary products against the packed weights, exact in integers. Above
+This takes 8 binary products against the packed weights, exact in integers. On a GPU
+the first layer is instead one :func:`~triton_kernels.pixel_gemm` launch, which forms the
+same exact ``p . w`` from the pixels and the weight words and applies the folded
+``s * (low * sum_k w_k + (high - low) / 255 * p . w) + t`` and the sign packing in its
+epilogue (``first_layer="fused"``; the bit-plane route is ``"bitplane"``). Above
 ``BITPLANE_MAX_ROWS`` rows, and for float inputs, the first layer multiplies the real
 input with the signs unpacked on the fly instead.
 """
@@ -22,12 +26,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pyro_bdl.kernels import num_words, pack_signs, unpack_signs, xnor_gemm
+from pyro_bdl.kernels import num_words, pack_signs, pixel_gemm, unpack_signs, xnor_gemm
 from pyro_bdl.layers.binary import BinaryLinear
 from pyro_bdl.networks.binarynet import BinaryNetMLP
 
 PIXEL_BITS = 8
 BITPLANE_MAX_ROWS = 64  # above this, 8 binary products cost more than one float product
+FIRST_LAYER_ROUTES = ("auto", "fused", "bitplane")
 
 
 def fold_batch_norm(norm: _BatchNorm, layer_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +59,23 @@ class PackedBinaryMLP(nn.Module):
     Shapes: x (batch, in_features), uint8 pixels or real values -> scores (batch, classes)
     float32. Buffers: per layer ``words_i`` (out, ceil(in / 32)) int32, ``scale_i`` and
     ``shift_i`` (out,) float32; ``first_row_sums`` (hidden,) int32.
+
+    ``first_layer`` picks the route for uint8 pixels up to ``BITPLANE_MAX_ROWS`` rows:
+    ``"fused"`` (one :func:`pixel_gemm` launch), ``"bitplane"`` (8 XNOR products and
+    torch glue) or ``"auto"`` (fused on CUDA, bit planes on the CPU, where the XNOR path
+    is the faster one).
     """
 
-    def __init__(self, layers: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]], input_range=(-1.0, 1.0)):
+    def __init__(
+        self,
+        layers: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]],
+        input_range=(-1.0, 1.0),
+        first_layer: str = "auto",
+    ):
         super().__init__()
+        if first_layer not in FIRST_LAYER_ROUTES:
+            raise ValueError(f"first_layer must be one of {FIRST_LAYER_ROUTES}, got {first_layer!r}")
+        self.first_layer = first_layer
         self.depth = len(layers)
         self.in_features = layers[0][1]
         self.input_range = (float(input_range[0]), float(input_range[1]))
@@ -70,6 +88,22 @@ class PackedBinaryMLP(nn.Module):
             self.register_buffer(f"shift_{index}", shift)
         first_signs = unpack_signs(layers[0][0], self.in_features, dtype=torch.int32)
         self.register_buffer("first_row_sums", first_signs.sum(dim=1, dtype=torch.int32))
+        self.register_buffer("pixel_scale", torch.empty(0), persistent=False)
+        self.register_buffer("pixel_shift", torch.empty(0), persistent=False)
+        self._fold_pixel_affine()
+        self.register_load_state_dict_post_hook(lambda module, _: module._fold_pixel_affine())
+
+    def _fold_pixel_affine(self) -> None:
+        """The fused first layer's epilogue, ``s * (high - low) / 255`` and ``t + s * low * sum_k w_k``."""
+        low, high = self.input_range
+        scale, shift = self.scale_0.float(), self.shift_0.float()
+        self.pixel_scale = scale * ((high - low) / 255.0)
+        self.pixel_shift = shift + scale * (low * self.first_row_sums.float())
+
+    def _fused_first_layer(self, x: torch.Tensor) -> bool:
+        if x.dtype != torch.uint8 or x.shape[0] > BITPLANE_MAX_ROWS:
+            return False
+        return self.first_layer == "fused" or (self.first_layer == "auto" and x.is_cuda)
 
     def _layer(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
         k = self.widths[index]
@@ -95,11 +129,17 @@ class PackedBinaryMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must be (batch, {self.in_features}), got {tuple(x.shape)}")
-        _, _, scale, shift = self._layer(0)
-        h = self._first_products(x) * scale + shift
-        if self.depth == 1:
-            return h
-        signs = pack_signs(h, check_nan=False)
+        words, k, scale, shift = self._layer(0)
+        if self._fused_first_layer(x):
+            affine = {"scale": self.pixel_scale, "bias": self.pixel_shift}
+            if self.depth == 1:
+                return pixel_gemm(x, words, k, out_dtype=torch.float32, **affine)
+            signs = pixel_gemm(x, words, k, pack_output=True, **affine)
+        else:
+            h = self._first_products(x) * scale + shift
+            if self.depth == 1:
+                return h
+            signs = pack_signs(h, check_nan=False)
         for index in range(1, self.depth - 1):
             words, k, scale, shift = self._layer(index)
             signs = xnor_gemm(signs, words, k, scale=scale, bias=shift, pack_output=True)
@@ -107,12 +147,13 @@ class PackedBinaryMLP(nn.Module):
         return xnor_gemm(signs, words, k, scale=scale, bias=shift, out_dtype=torch.float32)
 
 
-def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0)) -> PackedBinaryMLP:
+def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0), first_layer: str = "auto") -> PackedBinaryMLP:
     """Pack a trained :class:`BinaryNetMLP`'s weights and fold its batch norms.
 
     Args:
         model: the trained network (its running batch-norm statistics are used).
         input_range: the real interval that uint8 pixels 0..255 were mapped to in training.
+        first_layer: the route for small uint8 batches (see :class:`PackedBinaryMLP`).
 
     Returns:
         A :class:`PackedBinaryMLP` on the model's device. Its scores match ``model.eval()``
@@ -125,4 +166,4 @@ def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0)) -> PackedBin
         words = pack_signs(layer.weight.detach(), check_nan=True)
         scale, shift = fold_batch_norm(norm, layer.bias)
         layers.append((words, layer.in_features, scale, shift))
-    return PackedBinaryMLP(layers, input_range)
+    return PackedBinaryMLP(layers, input_range, first_layer)

@@ -205,3 +205,41 @@ def test_large_pixel_batches_take_the_float_first_layer_with_the_same_scores(mon
     torch.testing.assert_close(large, small, rtol=0, atol=SCORE_ATOL)
     # the large batch made no bit-plane call: its first XNOR product is already a hidden layer
     assert calls[0]["pack_output"] is True and calls[0]["k"] == 96
+
+
+# --- the fused first layer -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_fused_first_layer_scores_like_the_bit_planes(monkeypatch, depth):
+    """One pixel_gemm launch with the folded affine replaces the 8 bit-plane products."""
+    gen = generator(43)
+    model = trained_like(BinaryNetMLP(in_features=70, hidden=96, depth=depth, classes=10), gen)
+    pixels = torch.randint(0, 256, (5, 70), generator=gen, dtype=torch.uint8)
+    bitplane = export_packed_mlp(model, input_range=(-1.0, 1.0), first_layer="bitplane")(pixels)
+    fused_net = export_packed_mlp(model, input_range=(-1.0, 1.0), first_layer="fused")
+    calls = spy_gemm(monkeypatch)
+    pixel_calls = []
+    original = packed_module.pixel_gemm
+    monkeypatch.setattr(packed_module, "pixel_gemm", lambda *a, **o: pixel_calls.append(o) or original(*a, **o))
+    fused = fused_net(pixels)
+    assert len(pixel_calls) == 1 and pixel_calls[0]["pack_output"] is True
+    torch.testing.assert_close(fused, bitplane, rtol=0, atol=SCORE_ATOL)
+    assert torch.equal(fused.argmax(1), bitplane.argmax(1))
+    assert all(call["k"] != 70 for call in calls)  # no XNOR product over the input bit planes
+
+
+def test_fused_first_layer_follows_a_loaded_state_dict():
+    """The folded first-layer affine is derived from the buffers, so loading new ones refreshes it."""
+    gen = generator(44)
+    model = trained_like(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10), gen)
+    packed = export_packed_mlp(model, first_layer="fused")
+    other = export_packed_mlp(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10).eval(), first_layer="fused")
+    other.load_state_dict(packed.state_dict())
+    pixels = torch.randint(0, 256, (3, 40), generator=gen, dtype=torch.uint8)
+    assert torch.equal(other(pixels), packed(pixels))
+
+
+def test_unknown_first_layer_route():
+    with pytest.raises(ValueError, match="first_layer must be one of"):
+        export_packed_mlp(BinaryNetMLP(in_features=8, hidden=16, depth=1, classes=2).eval(), first_layer="fast")
