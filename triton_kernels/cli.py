@@ -11,6 +11,7 @@ import torch
 
 from triton_kernels._runtime import is_interpreting
 from triton_kernels.pack import num_words, pack_signs, pack_signs_reference
+from triton_kernels.pixel_gemm import pixel_gemm, pixel_gemm_reference
 from triton_kernels.tuning import parse_shape, tune_xnor_gemm
 from triton_kernels.tuning_cache import default_cache_path, default_tuning_cache
 from triton_kernels.xnor_gemm import xnor_gemm, xnor_gemm_reference
@@ -28,8 +29,24 @@ def _variants(device: torch.device) -> list[tuple[str, str]]:
     return variants
 
 
+def _check_pixel_gemm(device, m, n, k, b, scale, bias, generator) -> bool:
+    """``pixel_gemm`` on uint8 pixels (the kernel where Triton runs) against the reference."""
+    pixels = torch.randint(0, 256, (m, k), generator=generator, dtype=torch.uint8).to(device)
+    backend = "triton" if device.type == "cuda" or is_interpreting() else "cpu"
+    start = time.perf_counter()
+    got_int = pixel_gemm(pixels, b, k, backend=backend)
+    got_bits = pixel_gemm(pixels, b, k, scale=scale, bias=bias, pack_output=True, backend=backend)
+    elapsed = time.perf_counter() - start
+    p, w = pixels.cpu(), b.cpu()
+    ok = torch.equal(got_int.cpu(), pixel_gemm_reference(p, w, k)) and torch.equal(
+        got_bits.cpu(), pixel_gemm_reference(p, w, k, scale=scale.cpu(), bias=bias.cpu(), pack_output=True)
+    )
+    print(f"{backend:<8} {'pixel':<9} {m:>4} {n:>5} {k:>5}  {'exact' if ok else 'MISMATCH'} ({elapsed:.2f} s)")
+    return ok
+
+
 def selfcheck(device: torch.device, seed: int = 0) -> bool:
-    """Check packing and every GEMM variant against the reference on random inputs."""
+    """Check packing, every GEMM variant and the pixel GEMM against the references on random inputs."""
     generator = torch.Generator().manual_seed(seed)
     all_ok = True
     print(f"{'backend':<8} {'method':<9} {'M':>4} {'N':>5} {'K':>5}  result")
@@ -58,6 +75,7 @@ def selfcheck(device: torch.device, seed: int = 0) -> bool:
             )
             all_ok &= ok
             print(f"{backend:<8} {method:<9} {m:>4} {n:>5} {k:>5}  {'exact' if ok else 'MISMATCH'} ({elapsed:.2f} s)")
+        all_ok &= _check_pixel_gemm(device, m, n, k, b, scale, bias, generator)
     print("selfcheck:", "all exact" if all_ok else "FAILED")
     return all_ok
 
