@@ -30,8 +30,14 @@ import triton
 import triton.language as tl
 
 from triton_kernels._runtime import resolve_backend
-from triton_kernels.pack import _check_words, num_words, unpack_signs_reference
-from triton_kernels.xnor_gemm import OUT_FLOAT, OUT_INT32, OUT_PACKED, _store_result, apply_epilogue, check_epilogue
+from triton_kernels.pack import _check_words, unpack_signs_reference
+from triton_kernels.xnor_gemm import (
+    _allocate_output,
+    _output_kind,
+    _store_result,
+    apply_epilogue,
+    check_epilogue,
+)
 
 # Output units per program and pixel words per step; the kernel is bound by reading the
 # weight words, and a (BLOCK_M, 64, 32) expansion stays in registers.
@@ -105,12 +111,8 @@ def pixel_gemm_reference(
 
 def _pixel_gemm_triton(pixels2d, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
     m, n = pixels2d.shape[0], b.shape[0]
-    has_epilogue = scale is not None or bias is not None
-    if pack_output:
-        out_kind, out = OUT_PACKED, torch.empty(m, num_words(n), dtype=torch.int32, device=b.device)
-    else:
-        out_kind = OUT_FLOAT if (out_dtype != torch.int32 or has_epilogue) else OUT_INT32
-        out = torch.empty(m, n, dtype=out_dtype, device=b.device)
+    out_kind = _output_kind(out_dtype, pack_output, scale is not None or bias is not None)
+    out = _allocate_output(m, n, out_kind, out_dtype, b.device)
     block_m = min(triton.next_power_of_2(max(m, 1)), _MAX_BLOCK_M)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, _BLOCK_N))
     _pixel_gemm_kernel[grid](

@@ -105,11 +105,18 @@ class BayesianLinear(BayesianLayer, PyroModule[nn.Linear]):
 
 
 class _BayesianConvNd(BayesianLayer):
+    """The constructor and forward shared by the Bayesian convolutions; ``nn.ConvNd`` follows in the MRO."""
+
     spatial_ndim: int
 
-    def _check_padding_mode(self) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
+                 prior: Prior | None = None) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype)  # fmt: skip
         if self.padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' for Bayesian convolutions, got {self.padding_mode!r}")
+        self._make_bayesian(prior)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         channel_dim = -self.spatial_ndim - 1
@@ -131,41 +138,17 @@ class BayesianConv1d(_BayesianConvNd, PyroModule[nn.Conv1d]):
 
     spatial_ndim = 1
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 prior: Prior | None = None) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-                         device, dtype)  # fmt: skip
-        self._check_padding_mode()
-        self._make_bayesian(prior)
-
 
 class BayesianConv2d(_BayesianConvNd, PyroModule[nn.Conv2d]):
     """``nn.Conv2d`` with priors on weight ``(C_out, C_in / groups, kh, kw)`` and bias ``(C_out,)``."""
 
     spatial_ndim = 2
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 prior: Prior | None = None) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-                         device, dtype)  # fmt: skip
-        self._check_padding_mode()
-        self._make_bayesian(prior)
-
 
 class BayesianConv3d(_BayesianConvNd, PyroModule[nn.Conv3d]):
     """``nn.Conv3d`` with priors on weight ``(C_out, C_in / groups, kd, kh, kw)`` and bias ``(C_out,)``."""
 
     spatial_ndim = 3
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 prior: Prior | None = None) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-                         device, dtype)  # fmt: skip
-        self._check_padding_mode()
-        self._make_bayesian(prior)
 
 
 BAYESIAN_TWINS: dict[type[nn.Module], type[nn.Module]] = {

@@ -14,15 +14,6 @@ from pyro_bdl.models.dlgm import MIN_SCALE
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run fastest (and steadiest on a shared box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def exact_factor_analysis(features=5):
     """FA with one factor, its guide set to the exact posterior N(s^2 w^T P (y - b), s^2), s^2 = 1 / (1 + w^T P w)."""
     model = DLGM(features, (1,), ((),), "gaussian", observation_params={"scale": torch.full((features,), 0.5)})

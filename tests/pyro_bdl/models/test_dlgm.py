@@ -13,15 +13,6 @@ from pyro_bdl.models import DLGM, DLGMGuide
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run fastest (and steadiest on a shared box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(model, guide, data, steps, lr, loss=None):
     svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss or Trace_ELBO())
     return [svi.step(data) for _ in range(steps)]

@@ -12,15 +12,6 @@ from pyro_bdl.models import DLGM, DLGMGuide
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small sequential networks run fastest (and steadiest on a shared box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def nonlinear_model():
     """A fixed random 2-D DLGM with a tanh decoder and small noise: curved, non-Gaussian posteriors."""

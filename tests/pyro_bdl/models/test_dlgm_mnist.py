@@ -14,15 +14,6 @@ pytestmark = pytest.mark.usefixtures("pyro_state")
 ROOT = mnist_root_from_env()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run fastest (and steadiest on a shared box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """2,000 training intensities in [0, 1] and 500 held-out digits binarised once (seeded), each (n, 784)."""
