@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from pyro_bdl.diagnostics import _arviz_compat
 from pyro_bdl.diagnostics.model_sites import ModelSites, SiteInfo, inspect_model
+from pyro_bdl.inference.scoring import sum_to_particles_and_data
 
 
 class SingleChainWarning(UserWarning):
@@ -148,12 +149,8 @@ def _site_log_likelihood(site: dict, size: int, sites: ModelSites, vectorized: b
     """(size, N): the site's log-density summed over everything but the draws and the data plate."""
     log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
     log_prob = _with_draw_dim(torch.as_tensor(log_prob), size, sites, vectorized)
-    data_axis = log_prob.dim() + sites.data_dim
-    shape = list(log_prob.shape)
-    shape[0], shape[data_axis] = size, sites.num_data
-    log_prob = log_prob.expand(shape)
-    other = [axis for axis in range(1, log_prob.dim()) if axis != data_axis]
-    return log_prob.sum(other) if other else log_prob
+    summed = sum_to_particles_and_data(log_prob, sites.vectorize_dim, sites.data_dim)
+    return summed.expand(size, sites.num_data)
 
 
 def _site_values(site: dict, info: SiteInfo, size: int) -> torch.Tensor:

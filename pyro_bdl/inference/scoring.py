@@ -144,12 +144,27 @@ def trace_layout(model: Callable, guide: Callable, *args: Any, data_plate: str =
 def _site_log_density(site: dict, particle_dim: int, data_dim: int | None) -> torch.Tensor:
     """A site's log density summed over all dims but particles (and data): (P,) or (P, n)."""
     log_prob = site["log_prob"]
-    width = -particle_dim
-    if log_prob.dim() > width:
+    if log_prob.dim() > -particle_dim:
         raise ValueError(
             f"site '{site['name']}' has log_prob of shape {tuple(log_prob.shape)} with dims left of every plate; "
             "declare batch dims with plates or event dims with .to_event()"
         )
+    return sum_to_particles_and_data(log_prob, particle_dim, data_dim)
+
+
+def sum_to_particles_and_data(log_prob: torch.Tensor, particle_dim: int, data_dim: int | None) -> torch.Tensor:
+    """Sum batch log densities over every dim but the particles' (and the data plate's).
+
+    Args:
+        log_prob: batch-shaped log densities with at most ``-particle_dim`` dims (missing
+            leading dims broadcast).
+        particle_dim: the (negative) dim of the particle or draw plate.
+        data_dim: the (negative) dim of the data plate to keep, or ``None`` to sum it too.
+
+    Returns:
+        (P,) or (P, n); P and n are 1 where ``log_prob`` broadcasts over them.
+    """
+    width = -particle_dim
     log_prob = log_prob.reshape((1,) * (width - log_prob.dim()) + tuple(log_prob.shape))
     if data_dim is None:
         return log_prob.reshape(log_prob.shape[0], -1).sum(-1)
