@@ -13,10 +13,11 @@ Generative process, for a (data, features) table y::
 
 Sites: ``loadings``, ``offset``, ``z`` (plate ``rows`` over data, dim -2) and ``obs``
 (plates ``obs_plate_0`` over data, dim -2, and ``obs_plate_1`` over features, dim -1). The
-rows are not subsampled, so the two row plates always agree. With ``obs_mask``
-missing entries are masked out of the likelihood (``poutine.mask``; their values in ``y``
-are ignored, NaN allowed), so the model fits tables with holes; the posterior predictive
-(``Predictive`` with ``num_data``, or the guide's ``z`` pushed through the loadings) fills them.
+rows are not subsampled, so the two row plates always agree. With ``obs_mask`` missing
+entries are masked out of the likelihood entry by entry (``ObservationModel.observe_entries``;
+their values in ``y`` are ignored, NaN allowed), so the model fits tables with holes; the
+posterior predictive (``Predictive`` with ``num_data``, or the guide's ``z`` pushed through the
+loadings) fills them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule, PyroSample
 
 from pyro_bdl.observation import ObservationModel
@@ -75,9 +75,4 @@ class BXPCAModel(PyroModule):
             return self.likelihood(eta, obs=y)
         if obs_mask.shape != y.shape:
             raise ValueError(f"obs_mask must have the shape of y {tuple(y.shape)}, got {tuple(obs_mask.shape)}")
-        filler = (
-            torch.zeros_like(y) if self.likelihood.spec.discrete else self.likelihood.mean(eta).detach().to(y.dtype)
-        )
-        filled = torch.where(obs_mask, y, filler)  # any value in the support; masked out below
-        with poutine.mask(mask=obs_mask):
-            return self.likelihood(eta, obs=filled)
+        return self.likelihood.observe_entries(eta, y, obs_mask)

@@ -296,14 +296,7 @@ class DLGM(PyroModule):
             eta = self.natural_parameter(z)
             if obs_mask is None:
                 return self.likelihood(eta, obs=y, site_name=OBS_SITE)
-            return self._masked_likelihood(eta, y, obs_mask)
-
-    def _masked_likelihood(self, eta: torch.Tensor, y: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
-        """Observe ``y`` where ``obs_mask`` is True; missing entries add nothing (masked entry by entry)."""
-        fn = self.likelihood.distribution(eta)
-        filler = torch.zeros_like(y) if self.likelihood.spec.discrete else fn.mean.detach().to(y.dtype)
-        filled = torch.where(obs_mask, y, filler)  # any value in the support; masked out below
-        return pyro.sample(OBS_SITE, fn.mask(obs_mask).to_event(1), obs=filled)
+            return self.likelihood.observe_entries(eta, y, obs_mask, site_name=OBS_SITE)
 
     def extra_repr(self) -> str:
         return (

@@ -113,29 +113,57 @@ class ObservationModel(PyroModule):
         Returns:
             The value at the site, ``(*outer, *plates, *event)``.
         """
-        fn = self.distribution(eta).to_event(self.event_dim)
-        batch_shape = fn.batch_shape
-        if len(batch_shape) < self.plate_ndim:
-            raise ValueError(
-                f"eta must have at least plate_ndim + event_dim = {self.plate_ndim + self.event_dim} batch "
-                f"dimensions, got distribution batch shape {tuple(self.distribution(eta).batch_shape)}"
-            )
         if obs_mask is not None:
             if obs is None:
                 raise ValueError("obs_mask needs obs: it marks which entries of obs are observed")
             obs_mask = torch.as_tensor(obs_mask, dtype=torch.bool, device=eta.device)
-            obs = self._fill_missing(fn, obs, obs_mask)
+            entries = obs_mask.reshape(obs_mask.shape + (1,) * self.event_dim)
+            obs = self._fill_missing(self.distribution(eta), obs, entries)
+        return self._sample(site_name, self.distribution(eta).to_event(self.event_dim), obs, obs_mask)
+
+    def observe_entries(
+        self, eta: torch.Tensor, obs: torch.Tensor, entry_mask: torch.Tensor, site_name: str = "obs"
+    ) -> torch.Tensor:
+        """Observe ``obs`` only where ``entry_mask`` is True, entry by entry, even inside an event.
+
+        Unlike ``obs_mask`` (whole data points, imputed by a latent site), missing entries are
+        marginalised exactly: they add nothing to the log-likelihood and create no site. Their
+        values in ``obs`` are ignored (may be NaN).
+
+        Args:
+            eta: natural parameter, as for :meth:`forward`.
+            obs: observations, ``(*outer, *plates, *event)``.
+            entry_mask: boolean, broadcastable to ``obs``'s shape, True where observed.
+            site_name: the observed site's name.
+
+        Returns:
+            ``obs`` with missing entries filled by a value in the support.
+        """
+        entry_mask = torch.as_tensor(entry_mask, dtype=torch.bool, device=eta.device)
+        fn = self.distribution(eta)
+        filled = self._fill_missing(fn, obs, entry_mask)
+        return self._sample(site_name, fn.mask(entry_mask).to_event(self.event_dim), filled, None)
+
+    def _sample(
+        self, site_name: str, fn: dist.TorchDistribution, obs: torch.Tensor | None, obs_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``pyro.sample(site_name, fn, ...)`` inside this module's plates (``fn`` already has its event dims)."""
+        batch_shape = fn.batch_shape
+        if len(batch_shape) < self.plate_ndim:
+            raise ValueError(
+                f"eta must have at least plate_ndim + event_dim = {self.plate_ndim + self.event_dim} batch "
+                f"dimensions, got distribution batch shape {tuple(batch_shape) + tuple(fn.event_shape)}"
+            )
         with ExitStack() as stack:
             for i, plate_name in enumerate(self._plate_names(site_name)):
                 dim = i - self.plate_ndim
                 stack.enter_context(pyro.plate(plate_name, batch_shape[dim], dim=dim))
             return pyro.sample(site_name, fn, obs=obs, obs_mask=obs_mask)
 
-    def _fill_missing(self, fn: dist.TorchDistribution, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
-        """Replace missing entries of ``obs`` by a value in the support, so validation and gradients stay clean."""
-        mask = obs_mask.reshape(obs_mask.shape + (1,) * fn.event_dim)
+    def _fill_missing(self, fn: dist.TorchDistribution, obs: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Put a value in the support of ``fn`` (before ``to_event``) where ``observed`` is False."""
         filler = torch.zeros_like(obs) if self.spec.discrete else fn.mean.detach().to(obs.dtype)
-        return torch.where(mask, obs, filler)
+        return torch.where(observed, obs, filler)
 
     def extra_repr(self) -> str:
         return f"{self.model_name!r}, event_dim={self.event_dim}, plate_ndim={self.plate_ndim}"

@@ -296,3 +296,17 @@ def test_svi_mle_recovers_weights(name, weight, bias):
     torch.testing.assert_close(model.linear.bias.detach().squeeze(0), bias, atol=0.2, rtol=0)
     if name == "gaussian":
         torch.testing.assert_close(model.likelihood.scale.detach(), torch.tensor(0.3), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(("event_dim", "plate_ndim"), [(1, 1), (0, 2)])
+def test_observe_entries_scores_only_the_observed_entries_and_adds_no_site(event_dim, plate_ndim):
+    """Entry-level masking inside an event: the log-likelihood is the sum over observed entries alone."""
+    eta = torch.randn(4, 3)
+    y = torch.bernoulli(torch.full((4, 3), 0.5))
+    observed = torch.rand(4, 3) < 0.6
+    y_with_holes = torch.where(observed, y, torch.nan)
+    likelihood = ObservationModel("bernoulli_logit", event_dim=event_dim, plate_ndim=plate_ndim)
+    trace = poutine.trace(likelihood.observe_entries).get_trace(eta, y_with_holes, observed)
+    assert trace.observation_nodes == ["obs"] and "obs_unobserved" not in trace.nodes  # no latent for the holes
+    expected = (torch.distributions.Bernoulli(logits=eta).log_prob(y) * observed).sum()
+    torch.testing.assert_close(trace.log_prob_sum(), expected)
