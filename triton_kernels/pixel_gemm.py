@@ -103,6 +103,11 @@ def pixel_gemm_reference(
 ) -> torch.Tensor:
     """Plain torch: ``pixels.int() @ signs(b).T`` (exact; float64 holds every partial sum), then the epilogue."""
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], pixels.device)
+    return _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output)
+
+
+def _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
+    """The reference's arithmetic, for arguments already checked."""
     signs = unpack_signs_reference(b, k, dtype=torch.float64)
     dot = (pixels.reshape(-1, k).to(torch.float64) @ signs.T).to(torch.int32)
     out = apply_epilogue(dot, scale, bias, out_dtype, pack_output)
@@ -160,9 +165,7 @@ def pixel_gemm(
     if pixels.device != b.device:
         raise ValueError(f"pixels are on {pixels.device} but b is on {b.device}; move both to one device")
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], b.device)
-    if resolve_backend(backend, pixels.device) != "triton":
-        return pixel_gemm_reference(pixels, b, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
-    if pixels.numel() == 0 or b.shape[0] == 0:
-        return pixel_gemm_reference(pixels, b, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
+    if resolve_backend(backend, pixels.device) != "triton" or pixels.numel() == 0 or b.shape[0] == 0:
+        return _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output)
     out = _pixel_gemm_triton(pixels.reshape(-1, k), b, k, scale, bias, out_dtype, pack_output)
     return out.reshape(*pixels.shape[:-1], out.shape[-1])
