@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyro_bdl.evaluation._checks import check_float_tensor, check_labels, check_probabilities, check_same_shape
+from pyro_bdl.validation import check_float_tensor, check_labels, check_probabilities, check_same_shape
 
 __all__ = ["ReliabilityBins", "expected_calibration_error", "interval_coverage", "reliability_bins"]
 

@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import torch
 
-from pyro_bdl.evaluation._checks import (
+from pyro_bdl.validation import (
     check_float_tensor,
     check_labels,
     check_level,

@@ -1,11 +1,44 @@
-"""Argument checks shared by the evaluation modules (clear errors, nothing corrected)."""
+"""Argument checks for the whole package: one place, one wording, nothing corrected.
+
+Every public function that takes user input checks it with these helpers, so an error always
+names the argument, what was expected and what was received, in one line.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 PROBABILITY_SUM_TOLERANCE = 1e-3
 """How far a row of class probabilities may sum away from 1 (float32 softmax rounding)."""
+
+
+def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> int | None:
+    """``value`` as an ``int >= minimum`` (``None`` passes when ``allow_none``); bools are refused."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """``value`` as a finite float ``> 0`` (``None`` passes when ``allow_none``)."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        expected = "a finite number > 0" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """``value`` as one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
 
 
 def check_float_tensor(name: str, value: object, *, min_dim: int = 0, dim: int | None = None) -> torch.Tensor:
