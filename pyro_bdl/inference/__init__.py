@@ -1,31 +1,34 @@
-"""Inference utilities: fitting models by minibatch SVI and scoring them.
+"""Inference utilities: the trace toolkit, fitting models by minibatch SVI and scoring them.
 
+* :mod:`~pyro_bdl.inference.traces`: :class:`TraceLayout` (where every site sits relative to
+  the data plate) and the helpers that reduce traced log densities to (particles, data).
 * :mod:`~pyro_bdl.inference.scoring`: per-datum and joint log importance weights, the
   importance-weighted log-likelihood and the per-datum ELBO of a (model, guide) pair.
-* :mod:`~pyro_bdl.inference.fit`: :func:`fit`, minibatch SVI with validation, early
-  stopping and resumable checkpoints.
+* :mod:`~pyro_bdl.inference.fit`: :func:`fit`, minibatch SVI with validation,
+  :class:`EarlyStopping` and resumable checkpoints (:class:`FitState`).
 * :mod:`~pyro_bdl.inference.minibatch`: scale the sites of the data plate by N / B.
 """
 
 from __future__ import annotations
 
-from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, FitResult, fit
+from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
 from pyro_bdl.inference.scoring import (
-    PARTICLE_PLATE,
-    TraceLayout,
     elbo_per_datum,
     importance_log_likelihood,
     joint_log_importance_weights,
     log_importance_weights,
-    trace_layout,
 )
+from pyro_bdl.inference.traces import PARTICLE_PLATE, SiteInfo, TraceLayout, trace_layout
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "PARTICLE_PLATE",
     "DataPlateScaleMessenger",
+    "EarlyStopping",
     "FitResult",
+    "FitState",
+    "SiteInfo",
     "TraceLayout",
     "elbo_per_datum",
     "fit",

@@ -15,24 +15,13 @@ is better:
   ``KL(q(theta) || p(theta))`` term is then spread over N_val), averaged over
   ``validation_samples`` evaluations.
 
-Checkpoints are written atomically after every epoch (:mod:`pyro_bdl.checkpoint`) and read
-back with ``torch.load(weights_only=True)``; a run interrupted at any point (Ctrl-C, crash)
-resumes from the last completed epoch and, on CPU, ends bit-identical to an uninterrupted
-run. A checkpoint holds:
-
-=========================  ========================================================
-key                        value
-=========================  ========================================================
-``format``                 :data:`CHECKPOINT_FORMAT`
-``config``                 ``num_data``, ``num_tensors``, ``batch_size``, ``seed``
-``epoch``                  completed epochs
-``history``                the per-epoch dicts of :class:`FitResult`
-``params``                 {param name: unconstrained value} of the model and guide
-``optim``                  ``PyroOptim.get_state()`` (torch optimizer state dicts)
-``rng``                    ``torch`` (CPU), ``cuda`` (list) and ``shuffle`` generator states
-``best_*``, ``bad_epochs``  early-stopping bookkeeping and the best parameters
-``stopped_early``          whether patience ran out
-=========================  ========================================================
+The run's state is a :class:`~pyro_bdl.inference.fit_state.FitState`
+(``state_dict()`` / ``load_state_dict()``); with ``checkpoint_path`` it is saved atomically
+after every epoch (:func:`pyro_bdl.checkpoint.save_checkpoint`, read back with
+``torch.load(weights_only=True)``), so a run interrupted at any point (Ctrl-C, crash,
+``kill -9``) resumes from the last completed epoch and, on CPU, ends bit-identical to an
+uninterrupted run. The checkpoint's keys are listed in :mod:`~pyro_bdl.inference.fit_state`.
+Early stopping is the option object :class:`~pyro_bdl.inference.fit_state.EarlyStopping`.
 
 The sampling noise of SVI comes from torch's global generator (seed it with
 ``pyro.set_rng_seed``); ``seed`` seeds only the generator that shuffles the rows.
@@ -45,10 +34,8 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
@@ -57,42 +44,17 @@ from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
 from pyro_bdl.checkpoint import load_checkpoint, save_checkpoint
+from pyro_bdl.conventions import DATA_PLATE
+from pyro_bdl.inference.fit_state import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger
-from pyro_bdl.inference.scoring import elbo_per_datum, trace_layout
+from pyro_bdl.inference.scoring import elbo_per_datum
+from pyro_bdl.inference.traces import trace_layout
+from pyro_bdl.validation import check_int
 
-CHECKPOINT_FORMAT = "pyro_bdl.inference.fit/1"
-"""Value of the ``format`` key that marks a checkpoint written by :func:`fit`."""
+__all__ = ["CHECKPOINT_FORMAT", "EarlyStopping", "FitResult", "FitState", "fit"]
 
 _VALIDATION_PARTICLES = 10
 """Validation particles vectorised at once (in blocks of ``batch_size`` rows)."""
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` did.
-
-    Attributes:
-        history: one dict per epoch: ``epoch`` (1-based), ``train_elbo``,
-            ``validation_elbo`` (None without validation data), ``seconds``.
-        best_epoch: epoch of the highest validation ELBO (None without validation data).
-        best_validation_elbo: that ELBO, nats per datum.
-        stopped_early: whether ``patience`` epochs passed without improvement.
-    """
-
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_validation_elbo: float | None = None
-    stopped_early: bool = False
-
-
-@dataclass
-class _Progress:
-    """Everything about a run that changes from epoch to epoch (besides params and RNG)."""
-
-    result: FitResult = field(default_factory=FitResult)
-    epoch: int = 0
-    bad_epochs: int = 0
-    best_params: dict[str, torch.Tensor] | None = None
 
 
 def _as_tensors(name: str, data: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -119,14 +81,6 @@ def _as_tensors(name: str, data: torch.Tensor | Sequence[torch.Tensor]) -> tuple
     if 0 in sizes:
         raise ValueError(f"{name} has no data points (dim 0 is 0)")
     return tensors
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _transformed(transform_batch: Callable[..., tuple], batch: tuple[torch.Tensor, ...]) -> tuple:
@@ -164,90 +118,6 @@ def _param_names(model: Callable, guide: Callable, batch: tuple) -> tuple[str, .
     return tuple(dict.fromkeys(names))
 
 
-def _param_values(names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Copies of the unconstrained values of the named params."""
-    store = dict(pyro.get_param_store().named_parameters())
-    return {name: store[name].detach().clone() for name in names}
-
-
-def _load_param_values(values: dict[str, torch.Tensor], names: Sequence[str], source: str) -> None:
-    """Copy saved unconstrained values into the param store, in place (optimizers keep their params)."""
-    if set(values) != set(names):
-        missing, unknown = sorted(set(names) - set(values)), sorted(set(values) - set(names))
-        raise ValueError(
-            f"{source} does not match this model and guide: params missing from it {missing}, "
-            f"params it holds that the model and guide lack {unknown}"
-        )
-    store = dict(pyro.get_param_store().named_parameters())
-    for name in names:
-        target, value = store[name], values[name]
-        if not isinstance(value, torch.Tensor) or value.shape != target.shape:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{source}: param '{name}' has shape {shape}, the model needs {tuple(target.shape)}")
-        with torch.no_grad():
-            target.copy_(value)
-
-
-def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "shuffle": shuffle.get_state()}
-
-
-def _set_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save(path: str | os.PathLike, progress: _Progress, config: dict, names: Sequence[str], optim: PyroOptim,
-          shuffle: torch.Generator) -> None:  # fmt: skip
-    result = progress.result
-    save_checkpoint(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": config,
-            "epoch": progress.epoch,
-            "history": result.history,
-            "params": _param_values(names),
-            "optim": optim.get_state(),
-            "rng": _rng_state(shuffle),
-            "best_epoch": result.best_epoch,
-            "best_validation_elbo": result.best_validation_elbo,
-            "best_params": progress.best_params,
-            "bad_epochs": progress.bad_epochs,
-            "stopped_early": result.stopped_early,
-        },
-    )
-
-
-def _resume(path: str | os.PathLike, config: dict, names: Sequence[str], optim: PyroOptim,
-            shuffle: torch.Generator) -> _Progress:  # fmt: skip
-    """Restore params, optimizer, RNG and bookkeeping from a checkpoint of :func:`fit`."""
-    try:
-        state = load_checkpoint(path)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"could not read the checkpoint {path} (corrupt or not a torch file): {error}") from error
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not a checkpoint of pyro_bdl.inference.fit (format {state.get('format')!r}); "
-            "point checkpoint_path elsewhere or pass resume=False to overwrite it"
-        )
-    if state["config"] != config:
-        raise ValueError(
-            f"{path} was written by a run with {state['config']}, this run has {config}; "
-            "pass resume=False to start afresh"
-        )
-    _load_param_values(state["params"], names, f"checkpoint {path}")
-    optim.optim_objs.clear()  # optimizers are rebuilt from the saved state on the next step
-    optim.grad_clip.clear()
-    optim.set_state(state["optim"])
-    _set_rng_state(state["rng"], shuffle)
-    result = FitResult(state["history"], state["best_epoch"], state["best_validation_elbo"], state["stopped_early"])
-    return _Progress(result, state["epoch"], state["bad_epochs"], state["best_params"])
-
-
 def _validation_elbo(model: Callable, guide: Callable, loss: ELBO, data: tuple[torch.Tensor, ...], samples: int,
                      batch_size: int, data_plate: str | None) -> float:  # fmt: skip
     """Per-datum validation ELBO (see the module docstring); ``data_plate`` None for global latents."""
@@ -267,6 +137,28 @@ def _validation_elbo(model: Callable, guide: Callable, loss: ELBO, data: tuple[t
     return -math.fsum(losses) / samples / data[0].shape[0]
 
 
+def _early_stopping(early_stopping: EarlyStopping | None, patience: int | None, restore_best: bool,
+                    validation: tuple | None) -> EarlyStopping:  # fmt: skip
+    """The early-stopping option: ``early_stopping``, or the one ``patience`` / ``restore_best`` spell."""
+    if early_stopping is None:
+        early_stopping = EarlyStopping(patience=patience, restore_best=restore_best)
+    elif not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping must be an EarlyStopping or None, got {type(early_stopping).__name__}")
+    elif patience is not None or restore_best is not True:
+        raise ValueError("pass either early_stopping or patience/restore_best, not both")
+    if early_stopping.patience is not None and validation is None:
+        raise ValueError("patience needs validation_data to measure improvement")
+    return early_stopping
+
+
+def _resume(state: FitState, path: str | os.PathLike) -> None:
+    try:
+        saved = load_checkpoint(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"could not read the checkpoint {path} (corrupt or not a torch file): {error}") from error
+    state.load_state_dict(saved, f"checkpoint {path}")
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -278,6 +170,7 @@ def fit(
     loss: ELBO | None = None,
     validation_data: torch.Tensor | Sequence[torch.Tensor] | None = None,
     validation_samples: int = 1,
+    early_stopping: EarlyStopping | None = None,
     patience: int | None = None,
     restore_best: bool = True,
     transform_batch: Callable[..., tuple] | None = None,
@@ -285,25 +178,28 @@ def fit(
     resume: bool = True,
     seed: int = 0,
     progress: bool = True,
-    data_plate: str = "data",
+    data_plate: str = DATA_PLATE,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by minibatch SVI; see the module docstring for what is reported.
 
     Args:
         model, guide: called as ``f(*batch)`` with the rows of each tensor of the data.
         train_data: (N, ...) tensor or tensors with the data points along dim 0.
-        optim: a Pyro optimizer (``pyro.optim.Adam(...)``, ``ClippedAdam``, schedulers).
+        optim: a Pyro optimizer (``pyro.optim.Adam(...)``, ``ClippedAdam``, schedulers); a
+            fresh one to resume from a checkpoint.
         epochs: total number of passes over the data (a resumed run continues up to it).
         batch_size: rows per step, B; the last batch of an epoch may be smaller.
         loss: the ELBO to minimise; ``Trace_ELBO()`` by default.
         validation_data: (N_val, ...) tensor(s) like ``train_data``, scored after each epoch.
         validation_samples: guide draws per validation data point.
-        patience: stop after this many epochs without a better validation ELBO
-            (needs ``validation_data``); None trains all ``epochs``.
-        restore_best: leave the params of the best validation epoch in the param store.
+        early_stopping: an :class:`EarlyStopping` (patience, min_delta, restore_best) acting on
+            the validation ELBO; by default ``EarlyStopping(patience, restore_best=restore_best)``.
+        patience, restore_best: shorthand for ``early_stopping=EarlyStopping(patience,
+            restore_best=restore_best)``; not combined with ``early_stopping``.
         transform_batch: ``f(*batch) -> tuple`` applied to each training minibatch only
             (for example dynamic binarisation); the validation data is used as given.
-        checkpoint_path: file rewritten atomically after every epoch; None keeps none.
+        checkpoint_path: file the :class:`FitState` is saved to, atomically, after every
+            epoch; None keeps none.
         resume: continue from ``checkpoint_path`` if it exists (else it is overwritten).
         seed: seeds the generator that shuffles the rows each epoch.
         progress: show a tqdm progress bar.
@@ -313,7 +209,8 @@ def fit(
         The :class:`FitResult`; the trained params are in Pyro's param store.
 
     Raises:
-        ValueError, TypeError: bad arguments, or a checkpoint of another run or model.
+        ValueError, TypeError: bad arguments, a checkpoint of another run or model, or a
+            resume into an optimizer that has already stepped.
         RuntimeError: a non-finite loss.
     """
     train = _as_tensors("train_data", train_data)
@@ -325,13 +222,11 @@ def fit(
     loss = Trace_ELBO() if loss is None else loss
     if not isinstance(loss, ELBO):
         raise TypeError(f"loss must be a pyro.infer ELBO (e.g. Trace_ELBO()), got {type(loss).__name__}")
-    _check_int("epochs", epochs, 0)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("validation_samples", validation_samples, 1)
-    _check_int("patience", patience, 1, allow_none=True)
-    _check_int("seed", seed, -(2**63))
-    if patience is not None and validation is None:
-        raise ValueError("patience needs validation_data to measure improvement")
+    check_int("epochs", epochs, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("validation_samples", validation_samples, 1)
+    check_int("seed", seed, -(2**63))
+    early_stopping = _early_stopping(early_stopping, patience, restore_best, validation)
     if transform_batch is not None and not callable(transform_batch):
         raise TypeError(f"transform_batch must be callable or None, got {type(transform_batch).__name__}")
 
@@ -347,10 +242,9 @@ def fit(
             )
         local = validation is not None and trace_layout(model, guide, *validation, data_plate=data_plate).is_local
     config = {"num_data": num_data, "num_tensors": len(train), "batch_size": batch_size, "seed": seed}
-    shuffle = torch.Generator().manual_seed(seed)
-    state = _Progress()
+    state = FitState(optim, names, config, torch.Generator().manual_seed(seed))
     if checkpoint_path is not None and resume and os.path.exists(checkpoint_path):
-        state = _resume(checkpoint_path, config, names, optim, shuffle)
+        _resume(state, checkpoint_path)
     result = state.result
 
     svi = SVI(_minibatched(model, data_plate), _minibatched(guide, data_plate), optim, loss)
@@ -360,7 +254,7 @@ def fit(
     try:
         for epoch in range(state.epoch + 1, state.epoch + remaining + 1):
             started = time.perf_counter()
-            order = torch.randperm(num_data, generator=shuffle)
+            order = torch.randperm(num_data, generator=state.shuffle)
             elbo_sum = 0.0
             for step, start in enumerate(range(0, num_data, batch_size)):
                 index = order[start : start + batch_size]
@@ -378,12 +272,7 @@ def fit(
                 validation_elbo = _validation_elbo(
                     model, guide, loss, validation, validation_samples, batch_size, data_plate if local else None
                 )
-                if result.best_validation_elbo is None or validation_elbo > result.best_validation_elbo:
-                    result.best_epoch, result.best_validation_elbo = epoch, validation_elbo
-                    state.best_params = _param_values(names)
-                    state.bad_epochs = 0
-                else:
-                    state.bad_epochs += 1
+                state.record_validation(epoch, validation_elbo, early_stopping)
             result.history.append(
                 {
                     "epoch": epoch,
@@ -392,14 +281,13 @@ def fit(
                     "seconds": time.perf_counter() - started,
                 }
             )
-            result.stopped_early = patience is not None and state.bad_epochs >= patience
             state.epoch = epoch
             if checkpoint_path is not None:
-                _save(checkpoint_path, state, config, names, optim, shuffle)
+                save_checkpoint(checkpoint_path, state.state_dict())
             if result.stopped_early:
                 break
     finally:
         bar.close()
-    if restore_best and state.best_params is not None:
-        _load_param_values(state.best_params, names, "the best parameters")
+    if early_stopping.restore_best:
+        state.restore_best()
     return result

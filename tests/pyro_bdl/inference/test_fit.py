@@ -256,8 +256,11 @@ def test_ctrl_c_mid_epoch_keeps_last_checkpoint_and_resumes_bit_identical(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         resumable_fit(4, path, transform=interrupt_in_epoch_three, pair=pair, optim=optim)
     assert load_checkpoint(path)["epoch"] == 2
-    # same process, modules and optimizer, which already stepped into epoch 3: resuming rewinds them
-    resumed = resumable_fit(4, path, pair=pair, optim=optim)
+    # the optimizer already stepped into epoch 3 and its state cannot be replaced: resuming needs a fresh one
+    with pytest.raises(ValueError, match="optim has already taken steps.*pass a fresh pyro.optim optimizer"):
+        resumable_fit(4, path, pair=pair, optim=optim)
+    # same process and modules, which already stepped into epoch 3, a fresh optimizer: resuming rewinds them
+    resumed = resumable_fit(4, path, pair=pair, optim=pyro.optim.Adam({"lr": 0.02}))
     assert_same_run(straight, resumed)
 
 
