@@ -2,343 +2,192 @@
 
 :func:`to_inference_data` is the one entry point. It returns the groups ``posterior``,
 ``log_likelihood`` (pointwise, one value per datum and observed site), ``posterior_predictive``
-(optional) and ``observed_data`` (plus ``sample_stats`` for MCMC), with named dimensions:
-plates give their names to the dimensions they cover (the data plate, ``"data"`` by default,
-names the data dimension of every group), other dimensions are ``f"{site}_dim_{i}"``. So
+(optional), ``observed_data`` and, for MCMC, ``sample_stats`` (``diverging``), with named
+dimensions: plates give their names to the dimensions they cover (the data plate names the
+data dimension of every group), other dimensions are ``f"{site}_dim_{i}"``. So
 ``az.summary``, ``az.plot_posterior``, ``az.loo`` and ``az.compare`` work on the result.
 
-* MCMC: ``az.from_pyro(mcmc, log_likelihood=False)`` gives posterior, divergences and
-  observed data. Its own log-likelihood is not used: it takes ``fn.log_prob(obs)`` of the
-  observed site as is, so an observation with event dimensions or extra plates (a
-  ``(data, features)`` table) becomes ``data * features`` "observations" for LOO, masks
-  (``poutine.mask``, ``obs_mask``) are ignored, and any failure only drops the group with a
-  warning. Here the log-likelihood is computed by :func:`pointwise_log_likelihood`.
+* MCMC: the draws are ``mcmc.get_samples(group_by_chain=True)``, divergences come from
+  ``mcmc.diagnostics()``; the model's arguments are passed by the caller (the run keeps
+  them only in private attributes). ``az.from_pyro`` is not used: it reads those private
+  attributes, and its log-likelihood takes ``fn.log_prob(obs)`` as is, so a
+  ``(data, features)`` observation becomes ``data * features`` "observations" for LOO and
+  masks are ignored.
 * SVI guides (autoguides or our own, amortised or not): ``pyro.infer.Predictive(guide,
   num_samples=...)`` draws the latents; the draws are independent, so they form **one chain**
   (``chain`` has size 1; ``r_hat`` is then NaN, ESS is meaningful).
 
-The pointwise log-likelihood replays the model on the posterior draws, vectorised: the
-draws go into an outer plate, left of every plate and batch dimension of the model, in
-chunks of ``draws_chunk``. The model must broadcast over such a leading dimension, as
-Pyro's ``vectorize_particles`` requires (a global ``w`` of shape ``(D,)`` arrives as
-``(draws, 1, ..., 1, D)``); ``vectorize=False`` replays one draw at a time instead.
-(``Predictive(parallel=True)`` is not used for the replay: in pyro 1.9 it pads a draw to
-``max_plate_nesting`` dims counting event dims too, so a global ``(D,)`` site arrives as
-``(draws, D)`` and does not broadcast against the data plate like under ``vectorize_particles``.)
+The log-likelihood group and local latents. PSIS-LOO and WAIC need, per datum, the
+predictive density ``p(x_n | theta_s)`` given posterior draws ``theta_s`` of the *global*
+parameters. For a model whose latents sit outside the data plate (GLMs, BNNs) that is the
+pointwise log-likelihood of the replayed model (``log_likelihood="conditional"``,
+:func:`~pyro_bdl.diagnostics.replay.pointwise_log_likelihood`). A model with local latents
+``z_n`` inside the data plate (DLGM, BXPCA) gives instead ``log p(x_n | z_n^(s), theta_s)``,
+the fit of a datum to its *own* posterior latent: not a predictive density, so
+``az.loo`` / ``az.waic`` on it are meaningless (a DLGM on MNIST reads p_loo 1186 and k-hat
+6.96). For such models ``log_likelihood="auto"`` leaves the group out with a
+:class:`LocalLatentWarning`; ``log_likelihood="importance"`` fills it with the
+importance-weighted marginal ``log (1/K) sum_k p(x_n, z_n^(k) | theta_s) / q(z_n^(k) | x_n)``
+(:func:`~pyro_bdl.inference.importance_log_likelihood` with the global draws fixed), which
+makes ``az.loo`` / ``az.waic`` meaningful.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.infer import MCMC, Predictive
+from pyro.infer import MCMC
 from tqdm.auto import tqdm
 
-from pyro_bdl.diagnostics import _arviz_compat
-from pyro_bdl.diagnostics.model_sites import ModelSites, SiteInfo, inspect_model
-from pyro_bdl.inference.scoring import sum_to_particles_and_data
+from pyro_bdl.conventions import DATA_PLATE
+from pyro_bdl.diagnostics.replay import (
+    guide_draws,
+    inspect_model,
+    posterior_predictive_draws,
+    replay_log_likelihood,
+)
+from pyro_bdl.inference.scoring import importance_log_likelihood
+from pyro_bdl.inference.traces import TraceLayout
+from pyro_bdl.validation import check_choice, check_int
+
+DATA_GROUPS = ("observed_data", "constant_data")
+"""Groups without (chain, draw) dims."""
+
+LOG_LIKELIHOOD_CHOICES = ("auto", "conditional", "importance", "none")
+"""Values of ``to_inference_data(log_likelihood=...)``."""
 
 
 class SingleChainWarning(UserWarning):
     """An MCMC run with one chain: R-hat cannot be estimated."""
 
 
-def _check_draws(draws: Mapping[str, torch.Tensor], sites: ModelSites) -> int:
-    """Check that ``draws`` has every latent site with shape ``(S, *value_shape)``; return S."""
-    missing = [name for name in sites.latent if name not in draws]
-    if missing:
-        raise ValueError(
-            f"posterior draws lack latent site(s) {missing}; every latent site of the model needs draws "
-            "(a site without them would be drawn from the prior)"
-        )
-    unknown = [name for name in draws if name not in sites.latent]
-    if unknown:
-        raise ValueError(
-            f"posterior draws name site(s) {unknown} that are not latent sites of the model "
-            f"(latent sites: {list(sites.latent)})"
-        )
-    num_draws = None
-    for name, value in draws.items():
-        expected = sites.latent[name].value_shape
-        if not torch.is_tensor(value) or value.dim() != len(expected) + 1 or value.shape[1:] != expected:
-            got = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-            raise ValueError(f"draws[{name!r}] must be (draws, *{tuple(expected)}), got {got}")
-        if num_draws is None:
-            num_draws = value.shape[0]
-        elif value.shape[0] != num_draws:
-            raise ValueError(
-                f"all draws need the same number of draws; {name!r} has {value.shape[0]}, others {num_draws}"
-            )
-    if not num_draws:
-        raise ValueError("posterior draws are empty: need at least one draw per site")
-    return num_draws
+class LocalLatentWarning(UserWarning):
+    """The model has latent sites inside the data plate: its conditional log-likelihood is no basis for LOO/WAIC."""
 
 
-def _check_draws_chunk(draws_chunk: int | None) -> None:
-    if draws_chunk is not None and (
-        isinstance(draws_chunk, bool) or not isinstance(draws_chunk, int) or draws_chunk < 1
-    ):
-        raise ValueError(f"draws_chunk must be a positive int or None, got {draws_chunk!r}")
-
-
-def _plate_shape(info: SiteInfo, num_draws: int, sites: ModelSites) -> tuple[int, ...]:
-    """Shape of ``num_draws`` values of a site inside the draws plate at ``sites.vectorize_dim``."""
-    pad = -sites.vectorize_dim - 1 - info.batch_ndim
-    return (num_draws,) + (1,) * pad + tuple(info.value_shape)
-
-
-def _replayed_traces(
+def _marginal_log_likelihood(
     model: Callable,
-    draws: Mapping[str, torch.Tensor],
-    sites: ModelSites,
-    model_args: tuple,
-    model_kwargs: Mapping,
-    *,
-    vectorize: bool,
-    draws_chunk: int | None,
-    progress: bool,
-) -> Iterator[tuple[int, poutine.Trace]]:
-    """Traces of ``model`` conditioned on the draws: ``(chunk size, trace)`` per chunk.
-
-    Vectorised traces hold a chunk of draws in a plate at ``sites.vectorize_dim``;
-    unvectorised traces hold one draw each (chunk size 1, no draws plate).
-    """
-    num_draws = next(iter(draws.values())).shape[0]
-    step = 1 if not vectorize else (num_draws if draws_chunk is None else draws_chunk)
-    starts = range(0, num_draws, step)
-    for start in tqdm(starts, desc="replaying model on draws", disable=not progress, leave=False):
-        stop = min(start + step, num_draws)
-        if not vectorize:
-            data = {name: value[start] for name, value in draws.items()}
-            yield 1, poutine.trace(poutine.condition(model, data=data)).get_trace(*model_args, **model_kwargs)
-            continue
-        size = stop - start
-        data = {
-            name: value[start:stop].reshape(_plate_shape(sites.latent[name], size, sites))
-            for name, value in draws.items()
-        }
-        with pyro.plate("_posterior_draws", size, dim=sites.vectorize_dim):
-            trace = poutine.trace(poutine.condition(model, data=data)).get_trace(*model_args, **model_kwargs)
-        yield size, trace
-
-
-def _with_draw_dim(tensor: torch.Tensor, size: int, sites: ModelSites, vectorized: bool) -> torch.Tensor:
-    """Left-pad a batch-shaped tensor to ``-vectorize_dim`` dims with the draws first."""
-    ndim = -sites.vectorize_dim
-    if not vectorized:
-        tensor = tensor.reshape((1,) * (ndim - 1 - tensor.dim()) + tuple(tensor.shape)).unsqueeze(0)
-    elif tensor.dim() < ndim:
-        tensor = tensor.reshape((1,) * (ndim - tensor.dim()) + tuple(tensor.shape))
-    if tensor.dim() != ndim or tensor.shape[0] not in (1, size):
-        raise ValueError(
-            f"a replayed site has batch shape {tuple(tensor.shape)}, which does not broadcast over {size} draws "
-            f"at dim {sites.vectorize_dim}; the model must broadcast over leading dims (or pass vectorize=False)"
-        )
-    return tensor
-
-
-def _site_log_likelihood(site: dict, size: int, sites: ModelSites, vectorized: bool) -> torch.Tensor:
-    """(size, N): the site's log-density summed over everything but the draws and the data plate."""
-    log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
-    log_prob = _with_draw_dim(torch.as_tensor(log_prob), size, sites, vectorized)
-    summed = sum_to_particles_and_data(log_prob, sites.vectorize_dim, sites.data_dim)
-    return summed.expand(size, sites.num_data)
-
-
-def _site_values(site: dict, info: SiteInfo, size: int) -> torch.Tensor:
-    """(size, *value_shape): the site's value for each draw of a replayed trace.
-
-    The value's trailing dims are the site's unbatched shape; its leading dims hold the
-    draws (or broadcast over them). A deterministic site's event dims are its whole value,
-    so its draws dim sits wherever the model's arithmetic put it; this reads both layouts.
-    """
-    value = site["value"].detach()
-    shape = tuple(info.value_shape)
-    if tuple(value.shape[value.dim() - len(shape) :]) != shape or value.numel() not in (
-        size * math.prod(shape),
-        math.prod(shape),
-    ):
-        raise ValueError(
-            f"replayed site {info.name!r} has shape {tuple(value.shape)}, which does not hold {size} draw(s) of "
-            f"shape {shape}; the model must broadcast over leading dims (or pass vectorize=False)"
-        )
-    return value.reshape((-1, *shape)).expand((size, *shape))
-
-
-def pointwise_log_likelihood(
-    model: Callable,
-    draws: Mapping[str, torch.Tensor],
-    model_args: tuple = (),
-    model_kwargs: Mapping | None = None,
-    *,
-    data_plate: str = "data",
-    vectorize: bool = True,
-    draws_chunk: int | None = 100,
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Log-likelihood of each datum under each posterior draw, per observed site.
-
-    The model is replayed (``poutine.condition``) on the draws; each observed site's
-    ``log_prob`` is masked by the site's mask (``poutine.mask`` / ``obs_mask``), left
-    unscaled (``poutine.scale`` is ignored: this is the density of one datum), and summed
-    over its event dimensions and over every plate except ``data_plate``.
-
-    Args:
-        model: the Pyro model.
-        draws: ``{latent site: (draws, *value_shape)}`` for every latent site of the model.
-        model_args, model_kwargs: the model's arguments, including the observed data.
-        data_plate: name of the plate over data points.
-        vectorize: replay all draws of a chunk at once in a plate (the model must broadcast
-            over leading dims), or one at a time.
-        draws_chunk: draws per vectorised replay (``None``: all at once).
-        progress: show a tqdm bar over chunks.
-
-    Returns:
-        ``{observed site: (draws, N)}``, N the size of the data plate.
-
-    Raises:
-        ValueError: a latent site without draws, a draw of the wrong shape, no observed site,
-            an observed site outside ``data_plate``, a subsampled plate, non-finite data, or
-            a non-finite log-likelihood (the data point and draw are named).
-    """
-    model_kwargs = {} if model_kwargs is None else dict(model_kwargs)
-    sites = inspect_model(model, model_args, model_kwargs, data_plate=data_plate)
-    return _log_likelihood_and_more(
-        model,
-        draws,
-        sites,
-        model_args,
-        model_kwargs,
-        vectorize=vectorize,
-        draws_chunk=draws_chunk,
-        progress=progress,
-    )[0]
-
-
-def _log_likelihood_and_more(
-    model: Callable,
-    draws: Mapping[str, torch.Tensor],
-    sites: ModelSites,
-    model_args: tuple,
-    model_kwargs: Mapping,
-    *,
-    vectorize: bool,
-    draws_chunk: int | None,
-    progress: bool,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``(log_likelihood {obs: (S, N)}, deterministic {site: (S, *shape)})`` from one replay."""
-    _check_draws(draws, sites)
-    _check_draws_chunk(draws_chunk)
-    log_lik: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed}
-    determ: dict[str, list[torch.Tensor]] = {name: [] for name in sites.deterministic}
-    with torch.no_grad():
-        traces = _replayed_traces(
-            model,
-            draws,
-            sites,
-            model_args,
-            model_kwargs,
-            vectorize=vectorize,
-            draws_chunk=draws_chunk,
-            progress=progress,
-        )
-        for size, trace in traces:
-            for name in sites.observed:
-                log_lik[name].append(_site_log_likelihood(trace.nodes[name], size, sites, vectorize))
-            for name, info in sites.deterministic.items():
-                determ[name].append(_site_values(trace.nodes[name], info, size))
-    result = {name: torch.cat(chunks) for name, chunks in log_lik.items()}
-    for name, values in result.items():
-        bad = ~torch.isfinite(values)
-        if bad.any():
-            draw, datum = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"log-likelihood of observed site {name!r} is not finite for {int(bad.any(0).sum())} data point(s), "
-                f"first data point {datum} under draw {draw} (value {values[draw, datum].item()}); check the data "
-                "and that the draws lie in the support of the model"
-            )
-    return result, {name: torch.cat(chunks) for name, chunks in determ.items()}
-
-
-def _posterior_predictive(
-    model: Callable,
-    draws: Mapping[str, torch.Tensor],
-    sites: ModelSites,
-    model_args: tuple,
-    model_kwargs: Mapping,
-    *,
-    vectorize: bool,
-    draws_chunk: int | None,
-    progress: bool,
-) -> dict[str, torch.Tensor]:
-    """``{observed site: (S, *value_shape)}``: new data drawn given each posterior draw.
-
-    The model is replayed under ``poutine.uncondition``, so its observed sites are sampled
-    instead of fixed to the data.
-    """
-    values: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed}
-    with torch.no_grad():
-        traces = _replayed_traces(
-            poutine.uncondition(model),
-            draws,
-            sites,
-            model_args,
-            model_kwargs,
-            vectorize=vectorize,
-            draws_chunk=draws_chunk,
-            progress=progress,
-        )
-        for size, trace in traces:
-            for name, info in sites.observed.items():
-                values[name].append(_site_values(trace.nodes[name], info, size))
-    return {name: torch.cat(chunks) for name, chunks in values.items()}
-
-
-def _guide_draws(
     guide: Callable,
-    sites: ModelSites,
-    num_samples: int,
+    draws: Mapping[str, torch.Tensor],
+    sites: TraceLayout,
     model_args: tuple,
     model_kwargs: Mapping,
     *,
-    vectorize: bool,
-    draws_chunk: int | None,
+    importance_samples: int,
+    particle_chunk: int | None,
+    progress: bool,
+) -> torch.Tensor:
+    """(S, N): per draw s, the IW estimate of ``log p(x_n | theta_s)`` with ``importance_samples`` local draws.
+
+    Model and guide are conditioned on the draw's global latents and every site outside
+    the data plate is hidden, so only the local latents are integrated out.
+    """
+
+    def locally(fn: Callable, values: dict[str, torch.Tensor]) -> Callable:
+        def outside(msg: dict) -> bool:
+            return msg["type"] == "sample" and all(frame.name != sites.data_plate for frame in msg["cond_indep_stack"])
+
+        return poutine.block(poutine.condition(fn, data=values), hide_fn=outside)
+
+    global_names = [name for name in sites.latent if not sites.in_data_plate(name)]
+    num_draws = next(iter(draws.values())).shape[0]
+    rows = []
+    for s in tqdm(range(num_draws), desc="importance log-likelihood", disable=not progress, leave=False):
+        values = {name: draws[name][s] for name in global_names}
+        rows.append(
+            importance_log_likelihood(
+                locally(model, values),
+                locally(guide, values),
+                *model_args,
+                num_samples=importance_samples,
+                data_plate=sites.data_plate,
+                particle_chunk=particle_chunk or importance_samples,
+                **model_kwargs,
+            )
+        )
+    return torch.stack(rows)
+
+
+def _log_likelihood_group(
+    choice: str, sites: TraceLayout, guide: Callable | None, conditional: dict[str, torch.Tensor], marginal: Callable
 ) -> dict[str, torch.Tensor]:
-    """``{latent site: (num_samples, *value_shape)}`` drawn from the guide with ``Predictive``."""
-    step = num_samples if (draws_chunk is None or not vectorize) else draws_chunk
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in sites.latent}
-    for start in range(0, num_samples, step):
-        size = min(step, num_samples - start)
-        sampled = Predictive(guide, num_samples=size, parallel=vectorize)(*model_args, **model_kwargs)
-        for name, info in sites.latent.items():
-            if name not in sampled:
-                raise ValueError(
-                    f"the guide does not sample the model's latent site {name!r} (it samples {sorted(sampled)})"
-                )
-            value = sampled[name]
-            if value.numel() != size * info.value_shape.numel():
-                raise ValueError(
-                    f"guide draws of site {name!r} have shape {tuple(value.shape)}, which does not hold {size} "
-                    f"values of the model's shape {tuple(info.value_shape)}"
-                )
-            chunks[name].append(value.reshape((size, *info.value_shape)))
-    return {name: torch.cat(values) for name, values in chunks.items()}
+    """The variables of the ``log_likelihood`` group for ``choice`` (see :func:`to_inference_data`)."""
+    local = sites.local_latents
+    if choice == "none":
+        return {}
+    if choice == "conditional" or (choice == "auto" and not local):
+        return conditional
+    if choice == "auto":
+        warnings.warn(
+            f"the model has latent site(s) {list(local)} inside the data plate {sites.data_plate!r}: log p(x_n | z_n) "
+            "given a posterior draw of z_n is not a predictive density, so az.loo / az.waic on it would be "
+            "meaningless; the log_likelihood group is left out. Pass log_likelihood='importance' for the "
+            "importance-weighted marginal per datum (pyro_bdl.inference.importance_log_likelihood), or "
+            "log_likelihood='conditional' to keep the conditional one anyway",
+            LocalLatentWarning,
+            stacklevel=3,
+        )
+        return {}
+    if guide is None:
+        raise ValueError(
+            "log_likelihood='importance' needs a guide q(z_n | x_n) for the local latents; pass the guide as "
+            "posterior (an MCMC run has none)"
+        )
+    if len(sites.observed) != 1:
+        raise ValueError(
+            f"log_likelihood='importance' gives one marginal per datum, so the model must observe one site; "
+            f"it observes {list(sites.observed)}"
+        )
+    return {next(iter(sites.observed)): marginal()}
+
+
+def _inference_data(
+    groups: Mapping[str, Mapping[str, np.ndarray]],
+    dims: Mapping[str, Mapping[str, Sequence[str]]],
+    coords: Mapping[str, Sequence] | None,
+) -> Any:
+    """``arviz.InferenceData`` from ``{group: {variable: array}}``; sample groups hold ``(chain, draw, *shape)``."""
+    import arviz as az
+
+    datasets = {
+        group: az.dict_to_dataset(
+            dict(variables),
+            library=None,
+            coords=coords,
+            dims=dims.get(group),
+            default_dims=[] if group in DATA_GROUPS else None,
+        )
+        for group, variables in groups.items()
+        if variables
+    }
+    return az.InferenceData(**datasets)
+
+
+def _mcmc_draws(mcmc: MCMC) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """``({site: (chains * draws, *shape)}, diverging (chains, draws))`` of a finished run."""
+    samples = mcmc.get_samples(group_by_chain=True)
+    if not samples:
+        raise ValueError("the MCMC run has no draws yet: call mcmc.run(*args, **kwargs) first")
+    num_chains, num_draws = next(iter(samples.values())).shape[:2]
+    diverging = np.zeros((num_chains, num_draws), dtype=bool)
+    divergences = mcmc.diagnostics().get("divergences", {})
+    for chain in range(num_chains):
+        diverging[chain, divergences.get(f"chain {chain}", [])] = True
+    draws = {name: value.reshape(-1, *value.shape[2:]) for name, value in samples.items()}
+    return draws, diverging
 
 
 def _variable_dims(
-    sites: ModelSites, user_dims: Mapping[str, Sequence[str]] | None, values: Mapping[str, Mapping[str, Any]]
+    sites: TraceLayout, user_dims: Mapping[str, Sequence[str]] | None, values: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, list[str]]]:
     """Dims of every variable of every group: plate names, else ``f"{site}_dim_{i}"``; user dims override."""
     user_dims = {} if user_dims is None else {name: list(value) for name, value in user_dims.items()}
-    known = {**sites.latent, **sites.observed, **sites.deterministic}
+    known = {name: site for name, site in sites.sites.items() if site.role != "auxiliary"}
     unknown = [name for name in user_dims if name not in known]
     if unknown:
         raise ValueError(f"dims names variable(s) {unknown} that the model does not have (it has {list(known)})")
@@ -353,6 +202,8 @@ def _variable_dims(
     for group, variables in values.items():
         if group == "log_likelihood":
             result[group] = {name: [sites.data_plate] for name in variables}
+        elif group == "sample_stats":
+            result[group] = {name: [] for name in variables}
         else:
             result[group] = {name: site_dims[name] for name in variables}
     return result
@@ -366,7 +217,7 @@ def _check_coords(
         return None
     sizes: dict[str, int] = {}
     for group, variables in dims.items():
-        offset = 0 if group in _arviz_compat.DATA_GROUPS else 2
+        offset = 0 if group in DATA_GROUPS else 2
         for name, names in variables.items():
             for axis, dim in enumerate(names):
                 sizes[dim] = np.shape(values[group][name])[axis + offset]
@@ -394,12 +245,14 @@ def to_inference_data(
     model_kwargs: Mapping | None = None,
     *,
     num_samples: int | None = None,
-    data_plate: str = "data",
+    data_plate: str = DATA_PLATE,
     coords: Mapping[str, Sequence] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
     posterior_predictive: bool = True,
+    log_likelihood: str = "auto",
+    importance_samples: int = 100,
     vectorize: bool = True,
-    draws_chunk: int | None = 100,
+    particle_chunk: int | None = 100,
     progress: bool = False,
 ) -> Any:
     """ArviZ InferenceData of a Pyro MCMC run or an SVI guide.
@@ -409,7 +262,7 @@ def to_inference_data(
             model's arguments: an autoguide or our own, amortised or not).
         model: the model; for MCMC defaults to the kernel's model, for a guide required.
         model_args, model_kwargs: the model's (and guide's) arguments, including the observed
-            data. For MCMC the run's own arguments are used and these must stay empty.
+            data; for MCMC the arguments the run was given (``mcmc.run(*model_args, **model_kwargs)``).
         num_samples: draws from the guide (default 1000); not allowed for MCMC (every draw
             of every chain is used).
         data_plate: the plate over data points; every observed site must lie in it.
@@ -418,37 +271,46 @@ def to_inference_data(
             its dims, batch and event); the log-likelihood always has the single dim
             ``data_plate``.
         posterior_predictive: also draw the observed sites given each posterior draw.
-        vectorize, draws_chunk, progress: see :func:`pointwise_log_likelihood`.
+        log_likelihood: what fills the ``log_likelihood`` group (see the module docstring):
+            ``"conditional"`` the pointwise log-likelihood of the replayed model;
+            ``"importance"`` the importance-weighted marginal per datum over the local
+            latents, given each draw of the global ones (needs a guide);
+            ``"none"`` no group; ``"auto"`` conditional when no latent lies in the data
+            plate, else no group and a :class:`LocalLatentWarning`.
+        importance_samples: K, guide draws per datum and posterior draw for ``"importance"``.
+        vectorize, particle_chunk, progress: how the model is replayed on the draws (see
+            :func:`~pyro_bdl.diagnostics.replay.pointwise_log_likelihood`); ``particle_chunk``
+            draws at once (None: all).
 
     Returns:
-        ``arviz.InferenceData`` (ArviZ 0.x; ``xarray.DataTree`` on ArviZ 1.x) with groups
-        ``posterior`` (latent and deterministic sites, ``(chain, draw, *shape)``),
-        ``log_likelihood`` (``(chain, draw, data_plate)`` per observed site),
-        ``posterior_predictive`` (if asked), ``observed_data``, and for MCMC ``sample_stats``.
-        Guide draws form one chain.
+        ``arviz.InferenceData`` with groups ``posterior`` (latent and deterministic sites,
+        ``(chain, draw, *shape)``), ``log_likelihood`` (``(chain, draw, data_plate)`` per
+        observed site, unless left out), ``posterior_predictive`` (if asked),
+        ``observed_data``, and for MCMC ``sample_stats``. Guide draws form one chain.
 
     Raises:
-        ValueError: see :func:`pointwise_log_likelihood`; also bad ``num_samples``,
-            ``coords`` or ``dims``.
+        ValueError: see :func:`~pyro_bdl.diagnostics.replay.pointwise_log_likelihood`; also bad
+            ``num_samples``, ``coords``, ``dims`` or ``log_likelihood``, and
+            ``log_likelihood="importance"`` for an MCMC run.
         TypeError: ``posterior`` neither an MCMC run nor callable.
 
     Warns:
         SingleChainWarning: an MCMC run with one chain (R-hat needs at least two).
+        LocalLatentWarning: ``log_likelihood="auto"`` on a model with local latents.
     """
     model_kwargs = {} if model_kwargs is None else dict(model_kwargs)
-    _check_draws_chunk(draws_chunk)
+    check_int("particle_chunk", particle_chunk, allow_none=True)
+    check_int("importance_samples", importance_samples)
+    check_choice("log_likelihood", log_likelihood, LOG_LIKELIHOOD_CHOICES)
+    diverging, guide = None, None
     if isinstance(posterior, MCMC):
-        if model_args or model_kwargs:
-            raise ValueError("model_args/model_kwargs must be empty for an MCMC run: its own arguments are used")
         if num_samples is not None:
             raise ValueError(f"num_samples is for guides; an MCMC run contributes all its draws (got {num_samples})")
-        if posterior._samples is None:
-            raise ValueError("the MCMC run has no draws yet: call mcmc.run(*args, **kwargs) first")
         model = posterior.kernel.model if model is None else model
         if model is None:
             raise ValueError("the MCMC kernel has no model (built from a potential_fn?); pass model=")
-        model_args, model_kwargs = tuple(posterior._args), dict(posterior._kwargs)
-        chains = posterior.num_chains
+        draws, diverging = _mcmc_draws(posterior)
+        chains = diverging.shape[0]
         if chains < 2:
             warnings.warn(
                 "the MCMC run has 1 chain: R-hat (r_hat in az.summary, az.rhat) needs at least 2 chains and will be "
@@ -456,58 +318,46 @@ def to_inference_data(
                 SingleChainWarning,
                 stacklevel=2,
             )
-        draws = {
-            name: value.reshape(-1, *value.shape[2:])
-            for name, value in posterior.get_samples(group_by_chain=True).items()
-        }
     elif callable(posterior):
         if model is None:
             raise ValueError("pass the model the guide approximates: to_inference_data(guide, model, ...)")
-        num_samples = 1000 if num_samples is None else num_samples
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        chains = 1
-        draws = None
+        num_samples = check_int("num_samples", 1000 if num_samples is None else num_samples)
+        chains, draws, guide = 1, None, posterior
     else:
         raise TypeError(
             f"posterior must be a pyro.infer.MCMC run or a guide (callable), got {type(posterior).__name__}"
         )
 
     sites = inspect_model(model, model_args, model_kwargs, data_plate=data_plate)
+    replay = {"vectorize": vectorize, "particle_chunk": particle_chunk}
     if draws is None:
-        draws = _guide_draws(
-            posterior, sites, num_samples, model_args, model_kwargs, vectorize=vectorize, draws_chunk=draws_chunk
-        )
-    replay = {"vectorize": vectorize, "draws_chunk": draws_chunk, "progress": progress}
-    log_lik, determ = _log_likelihood_and_more(model, draws, sites, model_args, model_kwargs, **replay)
+        draws = guide_draws(posterior, sites, num_samples, model_args, model_kwargs, **replay)
+    conditional, determ = replay_log_likelihood(model, draws, sites, model_args, model_kwargs, **replay,
+                                                progress=progress)  # fmt: skip
+
+    def marginal() -> torch.Tensor:
+        return _marginal_log_likelihood(model, guide, draws, sites, model_args, model_kwargs,
+                                        importance_samples=importance_samples, particle_chunk=particle_chunk,
+                                        progress=progress)  # fmt: skip
+
     values: dict[str, dict[str, Any]] = {
         "posterior": {**_numpy(draws, chains), **_numpy(determ, chains)},
-        "log_likelihood": _numpy(log_lik, chains),
-        "observed_data": _numpy(sites.observed_values, None),
+        "log_likelihood": _numpy(_log_likelihood_group(log_likelihood, sites, guide, conditional, marginal), chains),
+        "observed_data": _numpy({name: site.value for name, site in sites.observed.items()}, None),
     }
     if posterior_predictive:
-        predictive = _posterior_predictive(model, draws, sites, model_args, model_kwargs, **replay)
+        predictive = posterior_predictive_draws(model, draws, sites, model_args, model_kwargs, **replay,
+                                                progress=progress)  # fmt: skip
         values["posterior_predictive"] = _numpy(predictive, chains)
+    if diverging is not None:
+        values["sample_stats"] = {"diverging": diverging}
     all_dims = _variable_dims(sites, dims, values)
     coords = _check_coords(coords, all_dims, values)
-
+    inference_data = _inference_data(values, all_dims, coords)
     if isinstance(posterior, MCMC):
-        from_run = _arviz_compat.mcmc_inference_data(
-            posterior, {**all_dims["posterior"], **all_dims["observed_data"]}, coords
-        )
-        # the run's posterior holds the latent sites; the deterministic ones are merged in
-        extra = {**values, "posterior": _numpy(determ, chains)}
-        extra = {group: variables for group, variables in extra.items() if variables}
-        inference_data = _arviz_compat.merge_groups(
-            from_run, _arviz_compat.make_inference_data(extra, all_dims, coords)
-        )
         attrs = {"inference": "mcmc", "num_chains": chains}
     else:
-        inference_data = _arviz_compat.make_inference_data(values, all_dims, coords)
-        attrs = {
-            "inference": "svi",
-            "guide": type(posterior).__name__,
-            "note": "independent draws from the guide, stored as one chain",
-        }
-    _arviz_compat.set_group_attrs(inference_data, "posterior", attrs)
+        attrs = {"inference": "svi", "guide": type(posterior).__name__,
+                 "note": "independent draws from the guide, stored as one chain"}  # fmt: skip
+    inference_data.posterior.attrs.update(attrs)
     return inference_data

@@ -32,8 +32,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pyro_bdl.diagnostics import _arviz_compat
-from pyro_bdl.inference.scoring import joint_log_importance_weights, log_importance_weights, trace_layout
+from pyro_bdl.conventions import DATA_PLATE
+from pyro_bdl.inference import joint_log_importance_weights, log_importance_weights, trace_layout
+from pyro_bdl.validation import check_int
 
 MIN_SAMPLES = 100
 """Fewest draws accepted: the Pareto fit uses the largest ``min(S / 5, 3 sqrt(S))`` weights."""
@@ -119,6 +120,14 @@ class PSISDiagnostic:
         return self.summary()
 
 
+def _pareto_khat(log_weights: np.ndarray) -> np.ndarray:
+    """``(rows,)`` k-hat of each row of ``(rows, S)`` log importance ratios: ArviZ's ``psislw``."""
+    import arviz as az
+
+    _, khat = az.psislw(log_weights, reff=1.0)
+    return np.asarray(khat, dtype=float)
+
+
 def psis_khat(log_weights: torch.Tensor | np.ndarray) -> PSISDiagnostic:
     """Pareto k-hat of log importance weights.
 
@@ -163,19 +172,19 @@ def psis_khat(log_weights: torch.Tensor | np.ndarray) -> PSISDiagnostic:
     khat = np.full(rows.shape[0], -np.inf)
     if (~constant).any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            khat[~constant] = _arviz_compat.psislw_khat(rows[~constant])
+            khat[~constant] = _pareto_khat(rows[~constant])
     if np.isnan(khat).any():
         raise ValueError("the Pareto fit returned NaN for some weights; check the log weights for degenerate values")
     return PSISDiagnostic(khat=khat if per_datum else khat.reshape(()), num_samples=num_samples, per_datum=per_datum)
 
 
-def psis_diagnostic(
+def importance_khat(
     model: Callable,
     guide: Callable,
     *args: Any,
     num_samples: int = 1000,
     per_datum: bool | None = None,
-    data_plate: str = "data",
+    data_plate: str = DATA_PLATE,
     particle_chunk: int = 100,
     **kwargs: Any,
 ) -> PSISDiagnostic:
@@ -196,8 +205,7 @@ def psis_diagnostic(
     Returns:
         A :class:`PSISDiagnostic`; ``print`` it for a summary.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < MIN_SAMPLES:
-        raise ValueError(f"num_samples must be an int >= {MIN_SAMPLES} for the Pareto fit, got {num_samples!r}")
+    check_int("num_samples", num_samples, MIN_SAMPLES)
     if per_datum is None:
         per_datum = trace_layout(model, guide, *args, data_plate=data_plate, **kwargs).is_local
     if per_datum:

@@ -177,7 +177,9 @@ def layout_of(model_trace: Trace, guide_trace: Trace | None = None, *, data_plat
     sites: dict[str, SiteInfo] = {}
     plate_dims: dict[str, int] = {}
     data_frames = set()
-    traces = [(model_sites, None)] if guide_trace is None else [(model_sites, None), (sample_sites(guide_trace), model_sites)]  # fmt: skip
+    traces = [(model_sites, None)]
+    if guide_trace is not None:
+        traces.append((sample_sites(guide_trace), model_sites))
     for trace_sites, model in traces:
         for name, site in trace_sites.items():
             frames = [frame for frame in site["cond_indep_stack"] if frame.vectorized]

@@ -61,7 +61,7 @@ def fit_autoguide(guide_class, data, steps=200):
 
 
 def test_mcmc_groups_shapes_and_named_dims(two_chain_mcmc, data):
-    idata = to_inference_data(two_chain_mcmc)
+    idata = to_inference_data(two_chain_mcmc, model_args=data)
     assert set(idata.groups()) == {
         "posterior",
         "sample_stats",
@@ -80,7 +80,7 @@ def test_mcmc_groups_shapes_and_named_dims(two_chain_mcmc, data):
 
 
 def test_mcmc_posterior_matches_closed_form_and_loglik_matches_hand_computation(two_chain_mcmc, data):
-    idata = to_inference_data(two_chain_mcmc, posterior_predictive=False)
+    idata = to_inference_data(two_chain_mcmc, model_args=data, posterior_predictive=False)
     mean, cov = regression_posterior(*data)
     w = idata.posterior["w"].values  # (chain, draw, D)
     sd = cov.diag().sqrt().numpy()
@@ -94,7 +94,7 @@ def test_mcmc_posterior_matches_closed_form_and_loglik_matches_hand_computation(
 # arviz 0.23.4's compare sorts with DataFrame.sort_values(inplace=True), which pandas 3 deprecates
 @pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.sort_values is deprecated")
 def test_arviz_summary_loo_and_compare_run(two_chain_mcmc, data):
-    nuts = to_inference_data(two_chain_mcmc, coords={"data": [f"row{i}" for i in range(NUM_DATA)]})
+    nuts = to_inference_data(two_chain_mcmc, model_args=data, coords={"data": [f"row{i}" for i in range(NUM_DATA)]})
     guide_idata = to_inference_data(regression_guide(*data), regression_model, data, num_samples=1000)
     summary = az.summary(nuts, var_names=["w"])
     assert summary.shape[0] == FEATURES and (summary["r_hat"] < 1.1).all()
@@ -109,9 +109,11 @@ def test_arviz_summary_loo_and_compare_run(two_chain_mcmc, data):
 
 # arviz 0.23.4 passes alias_mapping dicts that matplotlib 3.11 deprecates
 @pytest.mark.filterwarnings("ignore:Passing a dict or None as alias_mapping")
-def test_plot_posterior_runs(two_chain_mcmc):
+def test_plot_posterior_runs(two_chain_mcmc, data):
     matplotlib.use("Agg")
-    axes = az.plot_posterior(to_inference_data(two_chain_mcmc, posterior_predictive=False), var_names=["w"])
+    axes = az.plot_posterior(
+        to_inference_data(two_chain_mcmc, model_args=data, posterior_predictive=False), var_names=["w"]
+    )
     assert np.size(axes) == FEATURES
     matplotlib.pyplot.close("all")
 
@@ -150,7 +152,7 @@ def test_guide_draws_are_the_guides_distribution(data):
 
 def test_vectorised_and_sequential_replay_agree(data):
     draws = {"w": torch.randn(7, FEATURES)}
-    fast = pointwise_log_likelihood(regression_model, draws, data, draws_chunk=3)["obs"]
+    fast = pointwise_log_likelihood(regression_model, draws, data, particle_chunk=3)["obs"]
     slow = pointwise_log_likelihood(regression_model, draws, data, vectorize=False)["obs"]
     assert fast.shape == (7, NUM_DATA)
     torch.testing.assert_close(fast, slow)
@@ -200,7 +202,7 @@ def test_single_chain_mcmc_warns_that_rhat_needs_more(data):
     mcmc = MCMC(NUTS(regression_model), num_samples=20, warmup_steps=20, disable_progbar=True)
     mcmc.run(*data)
     with pytest.warns(SingleChainWarning, match="R-hat .* needs at least 2 chains"):
-        idata = to_inference_data(mcmc, posterior_predictive=False)
+        idata = to_inference_data(mcmc, model_args=data, posterior_predictive=False)
     assert dict(idata.posterior["w"].sizes)["chain"] == 1
 
 
@@ -278,12 +280,12 @@ def test_draws_outside_the_support_give_a_non_finite_loglik_error():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"num_samples": 0}, ValueError, "num_samples must be a positive int"),
+        ({"num_samples": 0}, ValueError, "num_samples must be an int >= 1, got 0"),
         ({"coords": {"data": [1, 2]}}, ValueError, r"coords\['data'\] must have 20 values"),
         ({"coords": {"rows": list(range(20))}}, ValueError, "coords names dim 'rows', which no variable has"),
         ({"dims": {"w": ["a", "b"]}}, ValueError, r"dims\['w'\] must name 1 dim\(s\)"),
         ({"dims": {"v": ["a"]}}, ValueError, r"dims names variable\(s\) \['v'\]"),
-        ({"draws_chunk": 0}, ValueError, "draws_chunk must be a positive int"),
+        ({"particle_chunk": 0}, ValueError, "particle_chunk must be an int >= 1"),
     ],
 )
 def test_bad_arguments_are_errors(data, kwargs, error, message):
@@ -321,7 +323,12 @@ def test_mcmc_not_run_is_an_error():
 
 
 def test_mcmc_rejects_guide_only_arguments(two_chain_mcmc, data):
-    with pytest.raises(ValueError, match="model_args/model_kwargs must be empty"):
-        to_inference_data(two_chain_mcmc, model_args=data)
     with pytest.raises(ValueError, match="num_samples is for guides"):
-        to_inference_data(two_chain_mcmc, num_samples=10)
+        to_inference_data(two_chain_mcmc, model_args=data, num_samples=10)
+    with pytest.raises(ValueError, match="log_likelihood='importance' needs a guide"):
+        to_inference_data(two_chain_mcmc, model_args=data, log_likelihood="importance")
+
+
+def test_mcmc_without_its_arguments_says_what_to_pass(two_chain_mcmc):
+    with pytest.raises(TypeError):
+        to_inference_data(two_chain_mcmc)

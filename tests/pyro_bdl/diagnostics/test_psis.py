@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_bdl.diagnostics import MIN_SAMPLES, PSISDiagnostic, psis_diagnostic, psis_khat
+from pyro_bdl.diagnostics import MIN_SAMPLES, PSISDiagnostic, importance_khat, psis_khat
 from tests.pyro_bdl.diagnostics.conjugate import (
     NOISE,
     normal_guide,
@@ -33,21 +33,21 @@ def normal_data():
 
 
 def test_exact_amortised_guide_has_small_khat_per_datum(normal_data):
-    result = psis_diagnostic(normal_model, normal_guide(1.0), normal_data, num_samples=1000)
+    result = importance_khat(normal_model, normal_guide(1.0), normal_data, num_samples=1000)
     assert result.per_datum and result.khat.shape == (30,)
     assert result.max_khat < PSISDiagnostic.GOOD
     assert result.reliable
 
 
 def test_slightly_wide_amortised_guide_has_small_khat(normal_data):
-    result = psis_diagnostic(normal_model, normal_guide(1.3), normal_data, num_samples=1000)
+    result = importance_khat(normal_model, normal_guide(1.3), normal_data, num_samples=1000)
     assert result.max_khat < PSISDiagnostic.GOOD
     assert result.counts()["good"] == 30
 
 
 def test_far_too_narrow_amortised_guide_has_large_khat_near_the_known_value(normal_data):
     width = 0.2
-    result = psis_diagnostic(normal_model, normal_guide(width), normal_data, num_samples=2000)
+    result = importance_khat(normal_model, normal_guide(width), normal_data, num_samples=2000)
     assert not result.reliable
     assert np.mean(result.khat > PSISDiagnostic.BAD) >= 0.8
     assert abs(result.khat.mean() - (1 - width**2)) < 0.15
@@ -57,25 +57,25 @@ def test_far_too_narrow_amortised_guide_has_large_khat_near_the_known_value(norm
 
 def test_exact_full_covariance_guide_has_small_joint_khat():
     x, y = regression_data(20, 2)
-    result = psis_diagnostic(regression_model, regression_guide(x, y, 1.0), x, y, num_samples=1000)
+    result = importance_khat(regression_model, regression_guide(x, y, 1.0), x, y, num_samples=1000)
     assert not result.per_datum and result.khat.shape == ()
     assert result.max_khat < PSISDiagnostic.GOOD
 
 
 def test_far_too_narrow_full_covariance_guide_has_large_joint_khat():
     x, y = regression_data(20, 2)
-    result = psis_diagnostic(regression_model, regression_guide(x, y, 0.1), x, y, num_samples=2000)
+    result = importance_khat(regression_model, regression_guide(x, y, 0.1), x, y, num_samples=2000)
     assert result.max_khat > PSISDiagnostic.BAD
 
 
 def test_per_datum_on_a_model_with_global_latents_is_an_error():
     x, y = regression_data(20, 2)
     with pytest.raises(ValueError, match="site 'w' is not in the data plate 'data'"):
-        psis_diagnostic(regression_model, regression_guide(x, y), x, y, num_samples=MIN_SAMPLES, per_datum=True)
+        importance_khat(regression_model, regression_guide(x, y), x, y, num_samples=MIN_SAMPLES, per_datum=True)
 
 
 def test_joint_khat_of_an_amortised_guide_is_one_number(normal_data):
-    result = psis_diagnostic(normal_model, normal_guide(1.0), normal_data, num_samples=1000, per_datum=False)
+    result = importance_khat(normal_model, normal_guide(1.0), normal_data, num_samples=1000, per_datum=False)
     assert not result.per_datum and result.khat.shape == ()
     assert result.max_khat < PSISDiagnostic.GOOD
 
@@ -97,7 +97,7 @@ def test_constant_log_weights_are_exact():
 
 
 def test_summary_and_worst_read_well(normal_data):
-    result = psis_diagnostic(normal_model, normal_guide(0.2), normal_data, num_samples=1000)
+    result = importance_khat(normal_model, normal_guide(0.2), normal_data, num_samples=1000)
     text = str(result)
     assert "per data point, N=30, S=1000 draws" in text and "verdict: bad" in text
     worst = result.worst(3)
@@ -128,4 +128,4 @@ def test_bad_log_weights_are_errors(log_weights, message):
 
 def test_too_few_draws_is_an_error_before_any_work(normal_data):
     with pytest.raises(ValueError, match=f"num_samples must be an int >= {MIN_SAMPLES}"):
-        psis_diagnostic(normal_model, normal_guide(), normal_data, num_samples=10)
+        importance_khat(normal_model, normal_guide(), normal_data, num_samples=10)

@@ -257,7 +257,7 @@ def test_ctrl_c_mid_epoch_keeps_last_checkpoint_and_resumes_bit_identical(tmp_pa
         resumable_fit(4, path, transform=interrupt_in_epoch_three, pair=pair, optim=optim)
     assert load_checkpoint(path)["epoch"] == 2
     # the optimizer already stepped into epoch 3 and its state cannot be replaced: resuming needs a fresh one
-    with pytest.raises(ValueError, match="optim has already taken steps.*pass a fresh pyro.optim optimizer"):
+    with pytest.raises(ValueError, match=r"optim has already taken steps.*pass a fresh pyro\.optim optimizer"):
         resumable_fit(4, path, pair=pair, optim=optim)
     # same process and modules, which already stepped into epoch 3, a fresh optimizer: resuming rewinds them
     resumed = resumable_fit(4, path, pair=pair, optim=pyro.optim.Adam({"lr": 0.02}))
