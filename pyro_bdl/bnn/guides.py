@@ -36,7 +36,8 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median
 from torch import nn
 
 from pyro_bdl.bnn.layers import BayesianLayer, bayesian_layers
-from pyro_bdl.bnn.models import OBS_SITE
+from pyro_bdl.conventions import OBS_SITE
+from pyro_bdl.validation import check_positive
 
 
 def layer_sites(model: nn.Module) -> dict[str, tuple[BayesianLayer, str]]:
@@ -114,10 +115,7 @@ class MeanFieldGuide(AutoNormal):
 
     def __init__(self, model: nn.Module, *, init_scale_ratio: float = 0.1, init_scale: float = 0.1,
                  init_loc_fn: Callable | None = None) -> None:  # fmt: skip
-        ratio = float(init_scale_ratio)
-        if not ratio > 0 or not torch.isfinite(torch.tensor(ratio)):
-            raise ValueError(f"init_scale_ratio must be a positive finite number, got {init_scale_ratio!r}")
-        self.init_scale_ratio = ratio
+        self.init_scale_ratio = check_positive("init_scale_ratio", init_scale_ratio)
         self._bnn = (model,)  # a tuple, so the model is not registered as a submodule
         super().__init__(
             _without_observations(model),
@@ -128,8 +126,13 @@ class MeanFieldGuide(AutoNormal):
     def _setup_prototype(self, *args, **kwargs) -> None:
         super()._setup_prototype(*args, **kwargs)
         references: dict[BayesianLayer, float] = {}
+        latent = {
+            name
+            for name, site in self.prototype_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
         for name, (layer, _) in layer_sites(self._bnn[0]).items():
-            if name not in self._event_dims:
+            if name not in latent:
                 continue
             if layer not in references:
                 references[layer] = _rms(layer.initial_values()["weight"])

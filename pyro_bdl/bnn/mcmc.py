@@ -15,6 +15,7 @@ from pyro.infer import MCMC, NUTS
 from torch import nn
 
 from pyro_bdl.bnn.guides import init_to_deterministic
+from pyro_bdl.validation import check_int
 
 
 def run_nuts(model: nn.Module, *args, num_samples: int = 200, warmup_steps: int = 200, num_chains: int = 1,
@@ -30,10 +31,9 @@ def run_nuts(model: nn.Module, *args, num_samples: int = 200, warmup_steps: int 
         init_strategy: default :func:`~pyro_bdl.bnn.guides.init_to_deterministic`.
         progress: show MCMC's progress bar.
     """
-    for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps), ("num_chains", num_chains)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup_steps' else 'positive'} int, "
-                             f"got {value!r}")  # fmt: skip
+    check_int("num_samples", num_samples)
+    check_int("warmup_steps", warmup_steps, 0)
+    check_int("num_chains", num_chains)
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
     pyro.set_rng_seed(seed)

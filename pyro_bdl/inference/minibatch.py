@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 
+from pyro_bdl.validation import check_positive
+
 
 class DataPlateScaleMessenger(Messenger):
     """Multiply the ``scale`` of every sample site inside the plate ``plate`` by ``scale``.
@@ -31,9 +33,7 @@ class DataPlateScaleMessenger(Messenger):
 
     def __init__(self, plate: str, scale: float) -> None:
         super().__init__()
-        if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale > 0:
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
-        self.plate, self.scale, self.scaled_sites = plate, float(scale), 0
+        self.plate, self.scale, self.scaled_sites = plate, check_positive("scale", scale), 0
 
     def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and any(frame.name == self.plate for frame in msg["cond_indep_stack"]):

@@ -175,14 +175,14 @@ def test_at_initialisation_the_bnn_is_the_deterministic_network_unlike_autonorma
 
 def test_guide_arguments_are_checked():
     model = _linear_model()
-    with pytest.raises(ValueError, match="init_scale_ratio must be a positive finite number"):
+    with pytest.raises(ValueError, match="init_scale_ratio must be a finite number > 0"):
         MeanFieldGuide(model, init_scale_ratio=0.0)
-    with pytest.raises(ValueError, match="init_scale_ratio must be a positive finite number"):
+    with pytest.raises(ValueError, match="init_scale_ratio must be a finite number > 0"):
         MeanFieldGuide(model, init_scale_ratio=math.inf)
     net = nn.Linear(3, 1)
     nn.init.zeros_(net.weight)
     guide = MeanFieldGuide(BNNRegressor(bayesianize(net), noise=1.0))
     with pytest.raises(ValueError, match=r"initial weights of the layer of site 'net\.weight' are all zero"):
         guide(torch.randn(4, 3), torch.randn(4))
-    with pytest.raises(ValueError, match="num_samples must be a positive int"):
+    with pytest.raises(ValueError, match="num_samples must be an int >= 1, got 0"):
         run_nuts(model, torch.randn(4, 3), torch.randn(4), num_samples=0)

@@ -40,7 +40,7 @@ def test_only_data_plate_sites_are_scaled():
 
 @pytest.mark.parametrize("scale", [0, -1.0, True, "2"])
 def test_bad_scale(scale):
-    with pytest.raises(ValueError, match="scale must be a positive number"):
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
         DataPlateScaleMessenger("data", scale)
 
 
