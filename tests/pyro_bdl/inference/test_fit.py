@@ -13,7 +13,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from pyro_bdl.checkpoint import load_checkpoint
-from pyro_bdl.inference import CHECKPOINT_FORMAT, fit
+from pyro_bdl.inference import CHECKPOINT_FORMAT, EarlyStopping, FitState, fit
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -161,6 +161,82 @@ def test_early_stopping_and_restore_best():
     assert without_seconds(last.history) == without_seconds(stopped.history)
     assert all(torch.equal(last_params[name], three_epochs[name]) for name in three_epochs)
     assert not all(torch.equal(last_params[name], one_epoch[name]) for name in one_epoch)
+
+
+def test_early_stopping_option_object_with_min_delta():
+    """EarlyStopping(patience, min_delta, restore_best) is what patience= / restore_best= spell."""
+    shorthand, shorthand_params = far_validation_run(epochs=10, patience=2)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    y, y_val = NOISE * torch.randn(64), 1.5 + NOISE * torch.randn(16)
+
+    def guide(y):
+        loc = pyro.param("loc", torch.tensor(1.5))
+        scale = pyro.param("scale", torch.tensor(0.05), constraint=dist.constraints.positive)
+        pyro.sample("mu", dist.Normal(loc, scale))
+
+    def run(option):
+        return fit(global_model, guide, y, optim=pyro.optim.Adam({"lr": 0.1}), epochs=10, batch_size=16,
+                   validation_data=y_val, validation_samples=20, early_stopping=option, **quiet())  # fmt: skip
+
+    result = run(EarlyStopping(patience=2))
+    assert without_seconds(result.history) == without_seconds(shorthand.history) and result.stopped_early
+    params = dict(pyro.get_param_store().named_parameters())
+    assert all(torch.equal(params[name], shorthand_params[name]) for name in shorthand_params)
+    # with a min_delta no later epoch can beat, training stops after patience epochs without improvement
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    y, y_val = NOISE * torch.randn(64), 1.5 + NOISE * torch.randn(16)
+    strict = run(EarlyStopping(patience=4, min_delta=1e6))
+    assert [row["epoch"] for row in strict.history] == [1, 2, 3, 4, 5] and strict.best_epoch == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"patience": 0}, ValueError, "patience must be an int >= 1 or None, got 0"),
+        ({"min_delta": -0.1}, ValueError, "min_delta must be a finite number >= 0"),
+        ({"restore_best": 1}, TypeError, "restore_best must be a bool"),
+    ],
+)
+def test_early_stopping_checks_its_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        EarlyStopping(**kwargs)
+
+
+def test_early_stopping_and_its_shorthand_do_not_mix():
+    with pytest.raises(ValueError, match="either early_stopping or patience/restore_best"):
+        call_fit(validation_data=torch.randn(3), early_stopping=EarlyStopping(patience=2), patience=2)
+    with pytest.raises(ValueError, match="patience needs validation_data"):
+        call_fit(early_stopping=EarlyStopping(patience=2))
+    with pytest.raises(TypeError, match="early_stopping must be an EarlyStopping"):
+        call_fit(early_stopping=3)
+
+
+def test_fit_state_round_trips_through_state_dict():
+    """FitState.state_dict() -> load_state_dict() on fresh objects restores params, optimizer, RNGs and progress."""
+    y = torch.randn(8)
+    optim = pyro.optim.Adam({"lr": 0.1})
+    fit(global_model, global_guide, y, optim=optim, epochs=2, batch_size=4, **quiet())
+    names = ("loc", "scale")
+    config = {"num_data": 8}
+    state = FitState(optim, names, config, torch.Generator().manual_seed(3))
+    state.epoch, state.bad_epochs = 2, 1
+    saved = state.state_dict()
+    assert saved["format"] == CHECKPOINT_FORMAT and set(saved["optim"]) == set(names)
+    expected_draw = torch.rand(3)
+    expected_shuffle = torch.randperm(8, generator=state.shuffle)
+    with torch.no_grad():
+        pyro.param("loc").unconstrained().add_(5.0)
+    fresh = FitState(pyro.optim.Adam({"lr": 0.1}), names, config, torch.Generator())
+    fresh.load_state_dict(saved)
+    assert (fresh.epoch, fresh.bad_epochs) == (2, 1)
+    assert torch.equal(pyro.param("loc").unconstrained(), saved["params"]["loc"])
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert torch.equal(torch.randperm(8, generator=fresh.shuffle), expected_shuffle)
+    assert fresh.optim.get_state() == {}  # consumed by the next step, as PyroOptim.set_state documents
+    with pytest.raises(ValueError, match="was written by a run with"):
+        FitState(pyro.optim.Adam({"lr": 0.1}), names, {"num_data": 9}, torch.Generator()).load_state_dict(saved)
 
 
 # --- resume: an amortised model with a neural encoder, a noisy transform and validation ---------------------
