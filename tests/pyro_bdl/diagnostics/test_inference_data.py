@@ -332,3 +332,17 @@ def test_mcmc_rejects_guide_only_arguments(two_chain_mcmc, data):
 def test_mcmc_without_its_arguments_says_what_to_pass(two_chain_mcmc):
     with pytest.raises(TypeError):
         to_inference_data(two_chain_mcmc)
+
+
+def test_installed_arviz_is_inside_the_tested_range():
+    """pyproject caps ArviZ to the 0.2x line the tests run (1.x has no Pyro converter and is not supported)."""
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    (arviz,) = [Requirement(dep) for dep in pyproject["project"]["dependencies"] if dep.startswith("arviz")]
+    assert arviz.specifier.contains(version("arviz"))
+    assert not arviz.specifier.contains("1.0.0")

@@ -129,3 +129,12 @@ def test_bad_log_weights_are_errors(log_weights, message):
 def test_too_few_draws_is_an_error_before_any_work(normal_data):
     with pytest.raises(ValueError, match=f"num_samples must be an int >= {MIN_SAMPLES}"):
         importance_khat(normal_model, normal_guide(), normal_data, num_samples=10)
+
+
+def test_no_function_shares_pyros_psis_diagnostic_name():
+    """Pyro's psis_diagnostic(model, guide, *args) returns one float; ours is importance_khat, returning a
+    PSISDiagnostic, and no alias under Pyro's name remains."""
+    import pyro_bdl.diagnostics as diagnostics
+
+    assert not hasattr(diagnostics, "psis_diagnostic")
+    assert "psis_diagnostic" not in diagnostics.__all__
