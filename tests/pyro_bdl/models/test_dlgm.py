@@ -136,8 +136,8 @@ def test_predictive_samples_new_data_and_the_posterior_predictive():
         ("gamma_reciprocal", {}, lambda n, d: torch.rand(n, d) + 0.1),
         ("tobit", {}, lambda n, d: torch.randn(n, d).clamp(min=0)),
         ("bernoulli_probit", {}, lambda n, d: torch.bernoulli(torch.full((n, d), 0.3))),
-        ("categorical", {"num_categories": 3}, lambda n, d: torch.randint(0, 3, (n, d)).float()),
-        ("ordinal_logit", {"num_categories": 4}, lambda n, d: torch.randint(0, 4, (n, d)).float()),
+        ("categorical", {"num_classes": 3}, lambda n, d: torch.randint(0, 3, (n, d)).float()),
+        ("ordinal_logit", {"num_classes": 4}, lambda n, d: torch.randint(0, 4, (n, d)).float()),
     ],
 )
 def test_any_observation_model(observation, kwargs, data):
@@ -156,8 +156,8 @@ def test_missing_entries_are_left_out_of_the_likelihood():
     y = torch.randn(4, 6)
     mask = torch.rand(4, 6) > 0.4
     holes = torch.where(mask, y, torch.nan)  # NaN is allowed where unobserved
-    guide_trace = poutine.trace(guide).get_trace(holes, mask)
-    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(holes, mask)
+    guide_trace = poutine.trace(guide).get_trace(holes, obs_mask=mask)
+    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(holes, obs_mask=mask)
     z = trace.nodes["z_1"]["value"]
     eta = model.natural_parameter(z)
     expected = (dist.Normal(eta, model.likelihood.scale).log_prob(y) * mask).sum(-1)
@@ -177,7 +177,7 @@ def test_missing_entries_are_left_out_of_the_likelihood():
         (lambda: DLGM(6, (2,), activation="sigmoidish"), "activation"),
         (lambda: DLGM(6, (2,), layer_scale="learned"), "layer_scale"),
         (lambda: DLGM(0, (2,)), "data_dim"),
-        (lambda: DLGM(6, (2,), observation="categorical"), "num_categories"),
+        (lambda: DLGM(6, (2,), observation="categorical"), "num_classes"),
         (lambda: DLGMGuide(6, (2,), flow="maf"), "flow"),
         (lambda: DLGMGuide(6, (1,), flow="iaf"), "iaf"),
     ],
@@ -192,26 +192,28 @@ def test_bad_data_is_refused(which):
     model = DLGM(6, (2,), (4,))
     fn = model if which == "model" else DLGMGuide.for_model(model)
     y = torch.rand(5, 6)
-    with pytest.raises(ValueError, match=r"y must have shape \(data, 6\), got \(5, 7\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(rows, 6\), got \(5, 7\)"):
         fn(torch.rand(5, 7))
-    with pytest.raises(ValueError, match=r"y must have shape \(data, 6\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(rows, 6\)"):
         fn(torch.rand(5, 6, 1))
-    with pytest.raises(TypeError, match="y must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="x must be a floating tensor"):
         fn(torch.ones(5, 6, dtype=torch.long))
-    with pytest.raises(ValueError, match="y contains NaN"):
+    with pytest.raises(ValueError, match="x must not contain NaN, got 5 NaN entries"):
         fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y))
-    with pytest.raises(ValueError, match="obs_mask must have the shape of y"):
-        fn(y, torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="obs_mask must have the shape of x"):
+        fn(y, obs_mask=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="obs_mask must be a bool tensor"):
-        fn(y, torch.ones(5, 6))
-    with pytest.raises(ValueError, match="y contains NaN at observed entries"):
+        fn(y, obs_mask=torch.ones(5, 6))
+    with pytest.raises(ValueError, match="x must not contain NaN at observed entries"):
         mask = torch.ones(5, 6, dtype=torch.bool)
-        fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y), mask)
+        fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y), obs_mask=mask)
+    with pytest.raises(ValueError, match=r"num_data must equal the rows of x \(5\) or be None, got 3"):
+        fn(y, num_data=3)
+    with pytest.raises(TypeError, match="positional"):
+        fn(y, torch.ones(5, 6, dtype=torch.bool))  # obs_mask is keyword-only
     if which == "model":
-        with pytest.raises(ValueError, match="num_data"):
+        with pytest.raises(ValueError, match="num_data must be an int >= 1 when x is None"):
             fn(None)
-        with pytest.raises(ValueError, match="num_data=3 disagrees"):
-            fn(y, num_data=3)
     else:
-        with pytest.raises(ValueError, match="the guide needs y"):
+        with pytest.raises(ValueError, match="x must be a .* tensor for the guide to encode, got None"):
             fn(None)
