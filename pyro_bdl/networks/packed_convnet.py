@@ -249,3 +249,4 @@ def export_packed_convnet(model: nn.Sequential) -> PackedBinaryConvNet:
     if not blocks or blocks[-1]["kind"] != "linear":
         raise ValueError("the network must start with BinaryConv2d blocks and end with BinaryLinear + BatchNorm1d")
     return PackedBinaryConvNet(blocks, modules[0].in_channels)
+
