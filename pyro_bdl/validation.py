@@ -110,29 +110,30 @@ def check_table(
 ) -> torch.Tensor:
     """A floating ``(rows, num_features)`` table, NaN allowed only where the boolean ``mask`` is False.
 
-    Returns ``value``; use the returned tensor, so that under ``torch.jit.trace`` (Pyro's
-    ``JitTrace_ELBO``) the NaN check is part of the traced graph and runs again on every call
-    (an error there reaches the caller as TorchScript's ``RuntimeError`` carrying this message).
+    Returns ``value``: use the returned tensor. Under ``torch.jit.trace`` (Pyro's ``JitTrace_ELBO``)
+    the check is one op of the traced graph and runs again on every call, instead of being
+    frozen at the first batch; an error there reaches the caller as TorchScript's ``RuntimeError``
+    carrying this message.
     """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (rows, {num_features}), got {type(value).__name__}")
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{mask_name} must be a bool tensor of the shape of {name}, got {type(mask).__name__}")
+    if torch.jit.is_tracing():
+        return _TracedTableCheck.apply(value, mask, name, num_features, mask_name)
+    _check_table(name, value, num_features, mask, mask_name)
+    return value
+
+
+def _check_table(name: str, value: torch.Tensor, num_features: int, mask: torch.Tensor | None, mask_name: str) -> None:
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got dtype {value.dtype}")
     if value.dim() != 2 or value.shape[1] != num_features:
         raise ValueError(f"{name} must have shape (rows, {num_features}), got {tuple(value.shape)}")
     if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise TypeError(
-                f"{mask_name} must be a bool tensor of the shape of {name}, got {getattr(mask, 'dtype', mask)!r}"
-            )
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{mask_name} must be a bool tensor of the shape of {name}, got dtype {mask.dtype}")
         check_same_shape(mask_name, mask, name, value)
-    if torch.jit.is_tracing():
-        return _TracedNaNCheck.apply(value, mask, name, mask_name)
-    _check_no_nan(name, value, mask, mask_name)
-    return value
-
-
-def _check_no_nan(name: str, value: torch.Tensor, mask: torch.Tensor | None, mask_name: str) -> None:
     if mask is None and not bool(torch.isnan(value.sum())):
         # NaN propagates through a sum: one reduction (~15 us for a 256 x 784 batch, against ~280 us
         # for the scan) clears the common case; the scan below runs only when the sum is NaN.
@@ -145,24 +146,25 @@ def _check_no_nan(name: str, value: torch.Tensor, mask: torch.Tensor | None, mas
                          f"False in {mask_name}")  # fmt: skip
 
 
-class _TracedNaNCheck(torch.autograd.Function):
-    """The NaN check as one op of a ``torch.jit.trace`` graph: it re-runs in Python on every call.
+class _TracedTableCheck(torch.autograd.Function):
+    """:func:`check_table` as one op of a ``torch.jit.trace`` graph: it re-runs in Python on every call.
 
-    A plain ``bool(tensor)`` would be frozen into the trace as a constant (a ``TracerWarning``);
-    a custom autograd function is recorded as a Python op instead, so each call checks its data.
+    Python checks on tensors (``bool(tensor)``, sizes) would be frozen into the trace as constants
+    (a ``TracerWarning``); a custom autograd function is recorded as a Python op instead.
     """
 
     @staticmethod
-    def forward(ctx, value: torch.Tensor, mask: torch.Tensor | None, name: str, mask_name: str) -> torch.Tensor:
+    def forward(ctx, value: torch.Tensor, mask: torch.Tensor | None, name: str, num_features: int,
+                mask_name: str) -> torch.Tensor:  # fmt: skip
         with warnings.catch_warnings():
-            # Converting to bool is exactly what this op is for: the op itself is re-run, not frozen.
+            # Reading tensors is what this op is for: the op itself is re-run, not frozen.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            _check_no_nan(name, value, mask, mask_name)
+            _check_table(name, value, num_features, mask, mask_name)
         return value.view_as(value)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        return grad, None, None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        return grad, None, None, None, None
 
 
 def check_num_data(x: torch.Tensor | None, num_data: object, obs_mask: object = None) -> int:

@@ -1,11 +1,14 @@
 """DLGM model and guide: factor analysis in closed form, ELBO flavours, particles, Predictive, bad input."""
 
+import math
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
 from pyro_bdl.models import DLGM, DLGMGuide
@@ -217,3 +220,28 @@ def test_bad_data_is_refused(which):
     else:
         with pytest.raises(ValueError, match="x must be a .* tensor for the guide to encode, got None"):
             fn(None)
+
+
+def test_jit_elbo_checks_every_batch_for_nan_without_tracer_warnings():
+    """Defect: under JitTrace_ELBO the NaN check was frozen into the trace (a TracerWarning from our
+    code) and a later batch with NaN gave loss nan. Now the check is an op of the traced graph and
+    runs on every call. Torch's own size checks inside its losses still warn while tracing; only
+    warnings raised from pyro_bdl's files count here."""
+    model = DLGM(6, (2,), (4,))
+    guide = DLGMGuide.for_model(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), JitTrace_ELBO())
+    batch = torch.bernoulli(torch.full((5, 6), 0.5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert math.isfinite(svi.step(batch))  # compiles
+    ours = [
+        str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning) and "pyro_bdl" in w.filename
+    ]
+    assert not ours
+    assert math.isfinite(svi.step(torch.bernoulli(torch.full((5, 6), 0.5))))  # the compiled graph, reused
+    with_nan = batch.index_put((torch.tensor(1), torch.tensor(2)), torch.tensor(torch.nan))
+    for _ in range(2):  # every call, not only the first after compiling
+        # TorchScript re-raises the Python op's ValueError as a RuntimeError carrying its message
+        with pytest.raises((ValueError, RuntimeError), match=r"x must not contain NaN, got 1 NaN entries"):
+            svi.step(with_nan)
+    assert math.isfinite(svi.step(batch))
