@@ -40,30 +40,47 @@ class BXPCAModel(PyroModule):
     """BXPCA with ``rank`` latent dimensions (see the module docstring).
 
     Args:
-        features: number of columns D.
+        data_dim: number of columns D.
         rank: number of latent dimensions K.
         observation: a name from :data:`pyro_bdl.observation.OBSERVATION_MODELS`
             (not ``categorical``: one natural parameter per entry).
         prior_scale: standard deviation of the priors on loadings and offset.
-        **observation_params: initial likelihood parameters (``scale``, ...).
+        num_classes: K for ``ordinal_logit`` without given ``cutpoints``.
+        learn_params: learn the likelihood's parameters as point estimates (else fixed).
+        observation_params: initial (or fixed) likelihood parameters (``{"scale": 0.5}``, ...).
 
     Call as ``model(x, *, obs_mask=None)`` with ``x`` (data, features) to condition, or
     ``model(None, num_data=N)`` to sample; ``obs_mask`` (data, features) boolean. Returns the
     sampled or observed table (data, features).
     """
 
-    def __init__(self, features: int, rank: int, observation: str = "bernoulli_logit", prior_scale: float = 1.0,
-                 **observation_params) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_dim: int,
+        rank: int,
+        observation: str = "bernoulli_logit",
+        prior_scale: float = 1.0,
+        *,
+        num_classes: int | None = None,
+        learn_params: bool = True,
+        observation_params: dict | None = None,
+    ) -> None:
         super().__init__()
         if observation == "categorical":
             raise ValueError(
                 "BXPCA needs one natural parameter per entry, which observation='categorical' lacks; use ordinal_logit"
             )
-        self.features, self.rank = check_int("features", features), check_int("rank", rank)
+        self.data_dim, self.rank = check_int("data_dim", data_dim), check_int("rank", rank)
         check_positive("prior_scale", prior_scale)
-        self.loadings = PyroSample(dist.Normal(0.0, prior_scale).expand([rank, features]).to_event(2))
-        self.offset = PyroSample(dist.Normal(0.0, prior_scale).expand([features]).to_event(1))
-        self.likelihood = ObservationModel(observation, plates=(FEATURE_PLATE,), **observation_params)
+        self.loadings = PyroSample(dist.Normal(0.0, prior_scale).expand([rank, data_dim]).to_event(2))
+        self.offset = PyroSample(dist.Normal(0.0, prior_scale).expand([data_dim]).to_event(1))
+        self.likelihood = ObservationModel(
+            observation,
+            plates=(FEATURE_PLATE,),
+            learn_params=learn_params,
+            num_classes=num_classes,
+            **(observation_params or {}),
+        )
 
     def forward(
         self,
@@ -74,7 +91,7 @@ class BXPCAModel(PyroModule):
     ) -> torch.Tensor:
         rows = check_num_data(x, num_data, obs_mask)
         if x is not None:
-            x = check_table("x", x, self.features, obs_mask)
+            x = check_table("x", x, self.data_dim, obs_mask)
         loadings, offset = self.loadings, self.offset
         with pyro.plate(DATA_PLATE, rows, dim=-2):
             z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([rows, 1, self.rank]).to_event(1))  # (rows, 1, rank)

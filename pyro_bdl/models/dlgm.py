@@ -151,7 +151,8 @@ class DLGM(PyroModule):
         layer_scale: ``"fixed"`` (learned diagonal ``G_l``) or ``"amortised"`` (``T_l`` outputs
             the scale); irrelevant when ``L = 1``.
         num_classes: K for ``categorical`` (the decoder outputs D * K logits) and ``ordinal_logit``.
-        observation_params: initial likelihood parameters (e.g. ``{"scale": torch.ones(D)}``
+        learn_params: learn the likelihood's parameters as point estimates (else fixed).
+        observation_params: initial (or fixed) likelihood parameters (e.g. ``{"scale": torch.ones(D)}``
             for a learned per-feature Gaussian noise), passed to :class:`ObservationModel`.
         name: prefix of the parameter names in Pyro's param store.
 
@@ -171,6 +172,7 @@ class DLGM(PyroModule):
         activation: str = "tanh",
         layer_scale: Literal["fixed", "amortised"] = "fixed",
         num_classes: int | None = None,
+        learn_params: bool = True,
         observation_params: dict | None = None,
         name: str = "dlgm",
     ) -> None:
@@ -182,7 +184,12 @@ class DLGM(PyroModule):
         self.layer_scale = layer_scale
         self.activation_name = activation
         self.likelihood = ObservationModel(
-            observation, event_dim=1, plates=(), num_classes=num_classes, **(observation_params or {})
+            observation,
+            event_dim=1,
+            plates=(),
+            learn_params=learn_params,
+            num_classes=num_classes,
+            **(observation_params or {}),
         )
         spec = self.likelihood.spec
         if spec.eta_event_ndim:

@@ -30,8 +30,8 @@ class GLMModel(PyroModule):
         num_classes: K for ``categorical`` (eta is (data, K)); otherwise leave ``None``.
         prior_scale: standard deviation of the Gaussian priors on weight and bias.
         learn_params: learn the likelihood's parameters (e.g. the Gaussian ``scale``) as point
-            estimates; ``False`` keeps them fixed at ``**observation_params``.
-        **observation_params: initial or fixed likelihood parameters (``scale``, ...).
+            estimates; ``False`` keeps them fixed at ``observation_params``.
+        observation_params: initial or fixed likelihood parameters (``{"scale": 0.5}``, ...).
 
     Call as ``model(x, y=None, *, obs_mask=None)``: ``x`` (data, in_features); ``y`` (data,),
     ``None`` to sample; ``obs_mask`` (data,) boolean, False where ``y`` is missing (imputed by
@@ -44,8 +44,9 @@ class GLMModel(PyroModule):
         observation: str = "gaussian",
         num_classes: int | None = None,
         prior_scale: float = 1.0,
+        *,
         learn_params: bool = True,
-        **observation_params,
+        observation_params: dict | None = None,
     ) -> None:
         super().__init__()
         check_int("in_features", in_features)
@@ -60,7 +61,7 @@ class GLMModel(PyroModule):
             dist.Normal(0.0, prior_scale).expand([in_features, *outputs]).to_event(1 + len(outputs))
         )
         self.bias = PyroSample(dist.Normal(0.0, prior_scale).expand(outputs).to_event(len(outputs)))
-        self.likelihood = ObservationModel(observation, learn_params=learn_params, **observation_params)
+        self.likelihood = ObservationModel(observation, learn_params=learn_params, **(observation_params or {}))
 
     def linear_predictor(self, x: torch.Tensor) -> torch.Tensor:
         """eta = x . w + b: (data,) or (data, K)."""

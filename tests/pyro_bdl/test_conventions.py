@@ -157,6 +157,20 @@ def test_model_and_guide_follow_the_call_shape(case):
         model(*args, num_data=4)
 
 
+SYNONYMS = {"num_categories": "num_classes", "learn_observation_params": "learn_params", "features": "data_dim",
+            "n_samples": "num_samples", "chunk_size": "particle_chunk / data_chunk"}  # fmt: skip
+
+
+def test_constructors_use_the_one_set_of_argument_names(case):
+    model, _ = case.build()
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("pyro_bdl.") and "__init__" in vars(cls):
+            for name in inspect.signature(cls.__init__).parameters:
+                assert name not in SYNONYMS, f"{cls.__name__}({name}=...): the package spells it {SYNONYMS[name]}"
+            var_keyword = [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.VAR_KEYWORD]
+            assert not var_keyword or cls.__name__.startswith("MCDropout"), f"{cls.__name__} takes **{var_keyword[0]}"
+
+
 def test_bxpca_minibatch_scaling_is_unbiased():
     """BXPCA's z and obs share the data plate, so N / B-scaled batch log joints average to the full one
     over a partition of the rows (before, z sat in plate "rows" and obs in two other plates: nothing

@@ -218,7 +218,7 @@ def test_bad_data_is_refused(which):
         with pytest.raises(ValueError, match="num_data must be an int >= 1 when x is None"):
             fn(None)
     else:
-        with pytest.raises(ValueError, match="x must be a .* tensor for the guide to encode, got None"):
+        with pytest.raises(ValueError, match=r"x must be a \(data, 6\) tensor for the guide to encode, got None"):
             fn(None)
 
 

@@ -27,7 +27,7 @@ def test_gaussian_glm_posterior_matches_the_closed_form():
     covariance = torch.linalg.inv(precision)
     mean = covariance @ design.T @ y / noise**2
 
-    model = GLMModel(2, "gaussian", prior_scale=prior, learn_params=False, scale=noise)
+    model = GLMModel(2, "gaussian", prior_scale=prior, learn_params=False, observation_params={"scale": noise})
     guide = AutoMultivariateNormal(model)
     fit(model, guide, 3000, 0.02, x, y)
     samples = Predictive(model, guide=guide, num_samples=4000, return_sites=["weight", "bias"])(x)
