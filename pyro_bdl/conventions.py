@@ -22,8 +22,11 @@ Call shape (model and guide take the same arguments)
 
 Argument names used for the same thing everywhere
     ``num_classes`` (categories of a categorical or ordinal observation or label),
-    ``observation`` (a name from the GLM table), ``prior`` (a prior object) or
-    ``prior_scale`` (the standard deviation of a Normal prior), ``learn_params`` (fit the
+    ``data_dim`` (features of a generative model's rows), ``observation`` (a name from the GLM
+    table), ``observation_params`` (a dict of the observation model's parameters), ``prior`` (a prior object) or
+    ``prior_scale`` (the standard deviation of a Normal prior): a model or layer whose prior
+    can be any :class:`~pyro_bdl.layers.Prior` takes ``prior``, one whose priors are always
+    zero-mean Normals (GLM, BXPCA, MC dropout) takes ``prior_scale``; ``learn_params`` (fit the
     observation model's parameters), ``num_samples`` (posterior or importance draws),
     ``particle_chunk`` / ``data_chunk`` (how many draws / rows are evaluated at once).
 """

@@ -6,6 +6,7 @@ names the argument, what was expected and what was received, in one line.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -102,3 +103,84 @@ def check_level(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     return float(level)
+
+
+def check_table(
+    name: str, value: object, num_features: int, mask: object = None, *, mask_name: str = "obs_mask"
+) -> torch.Tensor:
+    """A floating ``(rows, num_features)`` table, NaN allowed only where the boolean ``mask`` is False.
+
+    Returns ``value``: use the returned tensor. Under ``torch.jit.trace`` (Pyro's ``JitTrace_ELBO``)
+    the check is one op of the traced graph and runs again on every call, instead of being
+    frozen at the first batch; an error there reaches the caller as TorchScript's ``RuntimeError``
+    carrying this message.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (rows, {num_features}), got {type(value).__name__}")
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{mask_name} must be a bool tensor of the shape of {name}, got {type(mask).__name__}")
+    if torch.jit.is_tracing():
+        return _TracedTableCheck.apply(value, mask, name, num_features, mask_name)
+    _check_table(name, value, num_features, mask, mask_name)
+    return value
+
+
+def _check_table(name: str, value: torch.Tensor, num_features: int, mask: torch.Tensor | None, mask_name: str) -> None:
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got dtype {value.dtype}")
+    if value.dim() != 2 or value.shape[1] != num_features:
+        raise ValueError(f"{name} must have shape (rows, {num_features}), got {tuple(value.shape)}")
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{mask_name} must be a bool tensor of the shape of {name}, got dtype {mask.dtype}")
+        check_same_shape(mask_name, mask, name, value)
+    if mask is None and not bool(torch.isnan(value.sum())):
+        # NaN propagates through a sum: one reduction (~15 us for a 256 x 784 batch, against ~280 us
+        # for the scan) clears the common case; the scan below runs only when the sum is NaN.
+        return
+    bad = torch.isnan(value) if mask is None else torch.isnan(value) & mask
+    count = int(bad.sum())
+    if count:
+        where = "" if mask is None else f" at observed entries ({mask_name} True)"
+        raise ValueError(f"{name} must not contain NaN{where}, got {count} NaN entries; mark missing entries "
+                         f"False in {mask_name}")  # fmt: skip
+
+
+class _TracedTableCheck(torch.autograd.Function):
+    """:func:`check_table` as one op of a ``torch.jit.trace`` graph: it re-runs in Python on every call.
+
+    Python checks on tensors (``bool(tensor)``, sizes) would be frozen into the trace as constants
+    (a ``TracerWarning``); a custom autograd function is recorded as a Python op instead.
+    """
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, mask: torch.Tensor | None, name: str, num_features: int,
+                mask_name: str) -> torch.Tensor:  # fmt: skip
+        with warnings.catch_warnings():
+            # Reading tensors is what this op is for: the op itself is re-run, not frozen.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _check_table(name, value, num_features, mask, mask_name)
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        return grad, None, None, None, None
+
+
+def check_num_data(x: torch.Tensor | None, num_data: object, obs_mask: object = None) -> int:
+    """The number of rows of a generative model's call ``model(x, *, obs_mask=None, num_data=None)``.
+
+    ``x`` (rows, ...) conditions on its rows (``num_data``, if given, must agree); ``x=None``
+    samples ``num_data >= 1`` rows and then takes no ``obs_mask``.
+    """
+    if x is None:
+        if obs_mask is not None:
+            raise ValueError("obs_mask needs x: it marks which entries of x are observed; got x=None")
+        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+            raise ValueError(f"num_data must be an int >= 1 when x is None (rows to sample), got {num_data!r}")
+        return num_data
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise TypeError(f"x must be a torch.Tensor of shape (rows, ...) or None, got {type(x).__name__}")
+    if num_data is not None and num_data != x.shape[0]:
+        raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
+    return x.shape[0]

@@ -1,7 +1,7 @@
 """``bayesianize``: turn an ordinary torch network into a Bayesian one.
 
 The selected ``nn.Linear`` / ``nn.Conv{1,2,3}d`` layers are replaced by their Bayesian
-twins (:mod:`pyro_bdl.bnn.layers`), with the same hyperparameters, and the layer's current
+twins (:mod:`pyro_bdl.layers.bayesian`), with the same hyperparameters, and the layer's current
 weights kept as the twin's ``weight_init``/``bias_init``. Everything else becomes a
 ``PyroModule`` (``pyro.nn.module.to_pyro_module_``), so the parameters of layers that stay
 deterministic are learned as point estimates through Pyro's param store (e.g. a network
@@ -17,8 +17,8 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyro_bdl.bnn.layers import BAYESIAN_TWINS, BayesianLayer
-from pyro_bdl.bnn.priors import Prior
+from pyro_bdl.layers.bayesian import BAYESIAN_TWINS, BayesianLayer
+from pyro_bdl.layers.priors import Prior
 
 Which = str | Iterable[str] | Callable[[str, nn.Module], bool]
 
@@ -80,7 +80,7 @@ def bayesianize(net: nn.Module, prior: Prior | None = None, which: Which = "all"
 
     Returns:
         A ``PyroModule`` with the structure of ``net``: selected layers are
-        :class:`~pyro_bdl.bnn.layers.BayesianLinear` etc. whose weights are latent sites
+        :class:`~pyro_bdl.layers.BayesianLinear` etc. whose weights are latent sites
         named ``"<path>.weight"`` / ``"<path>.bias"``; other parameters are Pyro params.
 
     Raises:

@@ -9,7 +9,7 @@ Generative process, for a network ``f_W`` whose weights ``W`` carry priors (Baye
                                | softplus(f_W(x_n)[1]) + min_scale (heteroscedastic)
     classification:  for n in data: y_n ~ Categorical(logits = f_W(x_n))
 
-Sites: the weights, ``"noise_precision"``, the observed ``"obs"`` inside plate ``"data"``
+Sites (:mod:`pyro_bdl.conventions`): the weights, ``"noise_precision"``, the observed ``"obs"`` inside plate ``"data"``
 (dim -1, size N = rows of ``x``), and ``pyro.deterministic`` sites in the same plate with the
 predictive parameters: ``"loc"`` and ``"noise_scale"`` (regression), ``"logits"``
 (classification). Likelihoods come from :mod:`pyro_bdl.observation` (``gaussian``,
@@ -42,12 +42,12 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_bdl.bnn.convert import bayesianize
-from pyro_bdl.bnn.layers import BayesianLayer
-from pyro_bdl.bnn.priors import GaussianPrior
+from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
+from pyro_bdl.layers.bayesian import BayesianLayer
+from pyro_bdl.layers.priors import GaussianPrior
 from pyro_bdl.observation import observation_distribution
+from pyro_bdl.validation import check_float_tensor, check_int, check_labels, check_positive
 
-DATA_PLATE = "data"
-OBS_SITE = "obs"
 NOISE_PRECISION_SITE = "noise_precision"
 NOISE_OPTIONS = ("homoscedastic", "heteroscedastic")
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -61,14 +61,23 @@ def _check_net(net: nn.Module) -> None:
         )
 
 
-def _check_x(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
-    if x.dim() < 2:
-        raise ValueError(f"x must be (N, *features) with at least 2 dims, got shape {tuple(x.shape)}; for one "
-                         "feature use x.unsqueeze(-1)")  # fmt: skip
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains non-finite values (NaN or inf)")
+def _check_call(x: torch.Tensor, num_data: int | None) -> int:
+    """The rows N of ``x`` ``(N, *features)``, checked against ``num_data``."""
+    check_float_tensor("x", x, min_dim=2)
+    if num_data is not None and num_data != x.shape[0]:
+        raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
+    return x.shape[0]
+
+
+def _check_mask(obs_mask: torch.Tensor | None, y: torch.Tensor | None, num_data: int) -> torch.Tensor | None:
+    if obs_mask is None:
+        return None
+    if y is None:
+        raise ValueError("obs_mask needs y: it marks which targets of y are observed; got y=None")
+    if not isinstance(obs_mask, torch.Tensor) or obs_mask.dtype != torch.bool or obs_mask.shape != (num_data,):
+        got = getattr(obs_mask, "shape", obs_mask)
+        raise ValueError(f"obs_mask must be a bool tensor of shape ({num_data},), got {got!r}")
+    return obs_mask
 
 
 def _check_output(out: torch.Tensor, num_data: int, outputs: int | None, what: str) -> None:
@@ -93,14 +102,10 @@ class BNNRegressor(PyroModule):
                  noise_precision_prior: tuple[float, float] = (6.0, 6.0), min_scale: float = 1e-6) -> None:  # fmt: skip
         super().__init__()
         _check_net(net)
-        if isinstance(noise, str):
-            if noise not in NOISE_OPTIONS:
-                raise ValueError(f"noise must be one of {NOISE_OPTIONS} or a positive float, got {noise!r}")
-        elif isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
+        fixed = not isinstance(noise, str | bool) and isinstance(noise, int | float) and 0 < noise < float("inf")
+        if noise not in NOISE_OPTIONS and not fixed:
             raise ValueError(f"noise must be one of {NOISE_OPTIONS} or a positive float, got {noise!r}")
-        a, b = (float(v) for v in noise_precision_prior)
-        if not (a > 0 and b > 0):
-            raise ValueError(f"noise_precision_prior must be (shape, rate), both positive, got {noise_precision_prior}")
+        a, b = (check_positive("noise_precision_prior", v) for v in noise_precision_prior)
         if not min_scale >= 0:
             raise ValueError(f"min_scale must be non-negative, got {min_scale}")
         self.net = net
@@ -113,17 +118,27 @@ class BNNRegressor(PyroModule):
         """Outputs the network must have: 2 for heteroscedastic noise, else 1."""
         return 2 if self.noise == "heteroscedastic" else 1
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Sample (``y=None``) or observe ``y`` ``(N,)``; returns the value at ``"obs"``, ``(*S, N)``."""
-        _check_x(x)
-        num_data = x.shape[0]
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> torch.Tensor:
+        """Sample (``y=None``) or observe ``y`` ``(N,)``; returns the value at ``"obs"``, ``(*S, N)``.
+
+        ``obs_mask`` (N,) boolean marks missing targets False (Pyro imputes them at the latent
+        site ``"obs_unobserved"``; their values are ignored); ``num_data`` must be ``None`` or N.
+        """
+        num_data = _check_call(x, num_data)
         if y is not None:
-            if not isinstance(y, torch.Tensor) or not y.is_floating_point():
-                raise TypeError(f"y must be a floating-point tensor, got {type(y).__name__} {getattr(y, 'dtype', '')}")
+            if obs_mask is None:
+                check_float_tensor("y", y, dim=1)  # finite: NaN only where obs_mask marks y missing
+            elif not isinstance(y, torch.Tensor) or not y.is_floating_point():
+                raise TypeError(f"y must be a floating tensor, got {type(y).__name__} {getattr(y, 'dtype', '')}")
             if y.shape != (num_data,):
                 raise ValueError(f"y must have shape ({num_data},) (one target per row of x), got {tuple(y.shape)}")
-            if not bool(torch.isfinite(y).all()):
-                raise ValueError("y contains non-finite values (NaN or inf)")
         out = self.net(x)
         _check_output(out, num_data, self.num_outputs, f"noise={self.noise!r}")
         loc = out[..., 0]
@@ -138,7 +153,8 @@ class BNNRegressor(PyroModule):
         with pyro.plate(DATA_PLATE, num_data, dim=-1):
             pyro.deterministic("loc", loc)
             pyro.deterministic("noise_scale", scale)
-            return pyro.sample(OBS_SITE, observation_distribution("gaussian", loc, scale=scale), obs=y)
+            fn = observation_distribution("gaussian", loc, scale=scale)
+            return pyro.sample(OBS_SITE, fn, obs=y, obs_mask=_check_mask(obs_mask, y, num_data))
 
 
 class BNNClassifier(PyroModule):
@@ -152,33 +168,34 @@ class BNNClassifier(PyroModule):
     def __init__(self, net: nn.Module, num_classes: int | None = None) -> None:
         super().__init__()
         _check_net(net)
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 2):  # fmt: skip
-            raise ValueError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
+        check_int("num_classes", num_classes, 2, allow_none=True)
         self.net = net
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Sample (``y=None``) or observe labels ``y`` ``(N,)`` int64; returns the value at ``"obs"``, ``(*S, N)``."""
-        _check_x(x)
-        num_data = x.shape[0]
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> torch.Tensor:
+        """Sample (``y=None``) or observe labels ``y`` ``(N,)`` int64; returns the value at ``"obs"``, ``(*S, N)``.
+
+        ``obs_mask`` and ``num_data`` as for :meth:`BNNRegressor.forward` (masked labels must
+        still be valid class indices, e.g. 0).
+        """
+        num_data = _check_call(x, num_data)
         logits = self.net(x)
         _check_output(logits, num_data, self.num_classes, "classification")
-        num_classes = logits.shape[-1]
         if y is not None:
-            if not isinstance(y, torch.Tensor) or y.dtype != torch.long:
-                raise TypeError(
-                    f"y must be an int64 tensor of labels, got {type(y).__name__} {getattr(y, 'dtype', '')}"
-                )
-            if y.shape != (num_data,):
-                raise ValueError(f"y must have shape ({num_data},) (one label per row of x), got {tuple(y.shape)}")
-            if num_data and not (int(y.min()) >= 0 and int(y.max()) < num_classes):
-                raise ValueError(
-                    f"y must hold labels in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]"
-                )
+            if isinstance(y, torch.Tensor) and y.dtype != torch.long:
+                raise TypeError(f"y must be an int64 tensor of labels, got dtype {y.dtype}")
+            check_labels("y", y, num_data=num_data, num_classes=logits.shape[-1])
         with pyro.plate(DATA_PLATE, num_data, dim=-1):
             pyro.deterministic("logits", logits, event_dim=1)
-            return pyro.sample(OBS_SITE, observation_distribution("categorical", logits), obs=y)
+            fn = observation_distribution("categorical", logits)
+            return pyro.sample(OBS_SITE, fn, obs=y, obs_mask=_check_mask(obs_mask, y, num_data))
 
 
 def _bayesian_dropout_net(net: nn.Module, prior_scale: float) -> PyroModule:

@@ -55,7 +55,7 @@ def sample_grid(
     side: int = 28,
     title: str = "samples",
 ) -> Path:
-    """A grid of images, e.g. ``E[y | z]`` for ``z`` from the prior. ``images``: (n, side*side) or (n, side, side)."""
+    """A grid of images, e.g. ``E[x | z]`` for ``z`` from the prior. ``images``: (n, side*side) or (n, side, side)."""
     array = _as_images(images, side, "images")
     canvas = _tile(array, min(columns, len(array)))
     fig = Figure(figsize=(canvas.shape[1] / 28, canvas.shape[0] / 28 + 0.4))

@@ -1,5 +1,20 @@
-"""Layers to build Pyro models and networks from: binarised layers (BinaryNet) so far."""
+"""Layers to build Pyro models and networks from, both kinds in one place.
 
+- Binarised layers (BinaryNet, :mod:`~pyro_bdl.layers.binary`) on the XNOR-popcount kernels.
+- Bayesian layers (:mod:`~pyro_bdl.layers.bayesian`): ``Bayesian<TorchName>`` whose weight and
+  bias are latent sites with a prior of :mod:`~pyro_bdl.layers.priors`, evaluated by
+  :mod:`~pyro_bdl.layers.functional` (batched weights) and optionally by a lower-variance
+  estimator of :mod:`~pyro_bdl.layers.reparameterization`.
+"""
+
+from pyro_bdl.layers.bayesian import (
+    BayesianConv1d,
+    BayesianConv2d,
+    BayesianConv3d,
+    BayesianLayer,
+    BayesianLinear,
+    bayesian_layers,
+)
 from pyro_bdl.layers.binary import (
     BinaryConv2d,
     BinaryLinear,
@@ -15,12 +30,22 @@ from pyro_bdl.layers.binary_training import (
     binarynet_param_groups,
     clip_latent_weights,
 )
+from pyro_bdl.layers.priors import GaussianPrior, Prior, ScaleMixturePrior
 
 __all__ = [
+    "BayesianConv1d",
+    "BayesianConv2d",
+    "BayesianConv3d",
+    "BayesianLayer",
+    "BayesianLinear",
     "BinaryConv2d",
     "BinaryLinear",
+    "GaussianPrior",
+    "Prior",
+    "ScaleMixturePrior",
     "SignSTE",
     "attach_weight_clipping",
+    "bayesian_layers",
     "binary_conv2d_reference",
     "binary_layers",
     "binary_sign",

@@ -2,13 +2,13 @@
 
 A deterministic bottom-up pass, then top-down sampling in the model's order::
 
-    a_0 = y;  a_l = E_l(a_{l-1})                      l = 1 .. L (MLPs, hidden_dims[l-1])
-    q(z_L | y)            = N(mu_L(a_L), sigma_L(a_L))
-    q(z_l | z_{l+1}, y)   = N(mu_l([a_l, z_{l+1}]), sigma_l([a_l, z_{l+1}]))   l = L-1 .. 1
+    a_0 = x;  a_l = E_l(a_{l-1})                      l = 1 .. L (MLPs, hidden_dims[l-1])
+    q(z_L | x)            = N(mu_L(a_L), sigma_L(a_L))
+    q(z_l | z_{l+1}, x)   = N(mu_l([a_l, z_{l+1}]), sigma_l([a_l, z_{l+1}]))   l = L-1 .. 1
 
-so ``q(z_1..z_L | y)`` is not independent across layers, and because ``z_L`` is drawn first, as
+so ``q(z_1..z_L | x)`` is not independent across layers, and because ``z_L`` is drawn first, as
 in the model, :class:`~pyro.infer.TraceMeanField_ELBO` computes each layer's KL analytically,
-``KL(q(z_l | z_{l+1}, y) || p(z_l | z_{l+1}))`` at the sampled ``z_{l+1}``.
+``KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1}))`` at the sampled ``z_{l+1}``.
 
 With ``flow="planar"`` or ``flow="iaf"`` each layer's Gaussian is pushed through ``num_flows``
 amortised transforms conditioned on the same context (Rezende & Mohamed 2015, planar flows;
@@ -16,7 +16,7 @@ Kingma et al. 2016, inverse autoregressive flows), built from Pyro's
 :func:`~pyro.distributions.transforms.conditional_planar` and
 :func:`~pyro.distributions.transforms.conditional_affine_autoregressive`.
 
-Shapes: ``y`` (data, D); each ``z_l`` ``(*outer, data, d_l)`` (leading ``outer`` dims from
+Shapes: ``x`` (data, D); each ``z_l`` ``(*outer, data, d_l)`` (leading ``outer`` dims from
 vectorised particles broadcast through).
 """
 
@@ -33,17 +33,9 @@ from pyro import poutine
 from pyro.nn import ConditionalAutoRegressiveNN, PyroModule
 from torch import nn
 
-from pyro_bdl.models.dlgm import (
-    DATA_PLATE,
-    DLGM,
-    GaussianHead,
-    check_architecture,
-    check_data,
-    expand_cat,
-    latent_site,
-    mlp,
-    mlp_out_dim,
-)
+from pyro_bdl.conventions import DATA_PLATE
+from pyro_bdl.models.dlgm import DLGM, GaussianHead, check_architecture, expand_cat, latent_site, mlp, mlp_out_dim
+from pyro_bdl.validation import check_choice, check_int, check_num_data, check_table
 
 FLOWS = ("planar", "iaf")
 
@@ -64,7 +56,7 @@ def _conditional_flow(kind: str, dim: int, context_dim: int, hidden: Sequence[in
 
 
 class DLGMGuide(PyroModule):
-    """The amortised guide ``q(z_1 .. z_L | y)`` (see the module docstring).
+    """The amortised guide ``q(z_1 .. z_L | x)`` (see the module docstring).
 
     Args:
         data_dim: number of features D.
@@ -77,7 +69,8 @@ class DLGMGuide(PyroModule):
         flow_hidden: hidden sizes of each transform's context network (default ``(4 * d_l,)``).
         name: prefix of the parameter names in Pyro's param store.
 
-    Call as ``guide(y, obs_mask=None)``; missing entries (``obs_mask`` False) are fed to the
+    Call as ``guide(x, *, obs_mask=None, num_data=None)``, the model's arguments (``x`` is
+    required: the guide encodes it); missing entries (``obs_mask`` False) are fed to the
     encoder as 0 (NaN allowed there). Returns ``[z_1, ..., z_L]``.
     """
 
@@ -94,13 +87,11 @@ class DLGMGuide(PyroModule):
         name: str = "dlgm_guide",
     ) -> None:
         super().__init__(name)
-        if not isinstance(data_dim, int) or isinstance(data_dim, bool) or data_dim < 1:
-            raise ValueError(f"data_dim must be a positive int, got {data_dim!r}")
+        check_int("data_dim", data_dim)
         self.latent_dims, self.hidden_dims = check_architecture(latent_dims, hidden_dims, activation)
-        if flow is not None and flow not in FLOWS:
-            raise ValueError(f"flow must be None or one of {FLOWS}, got {flow!r}")
-        if flow is not None and (not isinstance(num_flows, int) or num_flows < 1):
-            raise ValueError(f"num_flows must be a positive int when flow is set, got {num_flows!r}")
+        check_choice("flow", flow, (None, *FLOWS))
+        if flow is not None:
+            check_int("num_flows", num_flows)
         self.data_dim, self.flow = data_dim, flow
         encoders, heads, flows = [], [], []
         width = data_dim
@@ -130,9 +121,9 @@ class DLGMGuide(PyroModule):
     def num_layers(self) -> int:
         return len(self.latent_dims)
 
-    def features(self, y: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The bottom-up pass ``[a_1, ..., a_L]``, each ``(data, width_l)``."""
-        out, a = [], y
+        out, a = [], x
         for encoder in self.encoders:
             a = encoder(a)
             out.append(a)
@@ -141,7 +132,7 @@ class DLGMGuide(PyroModule):
     def layer_distribution(
         self, layer: int, features: torch.Tensor, z_above: torch.Tensor | None
     ) -> dist.TorchDistribution:
-        """``q(z_layer | z_{layer+1}, y)`` with event shape ``(d_layer,)``."""
+        """``q(z_layer | z_{layer+1}, x)`` with event shape ``(d_layer,)``."""
         context = features if z_above is None else expand_cat(features, z_above)
         loc, scale = self.heads[layer - 1](context)
         fn = dist.Normal(loc, scale).to_event(1)
@@ -151,37 +142,43 @@ class DLGMGuide(PyroModule):
         return dist.TransformedDistribution(fn, transforms)
 
     @torch.no_grad()
-    def posterior_means(self, y: torch.Tensor, num_samples: int = 64) -> list[torch.Tensor]:
-        """Summaries ``[m_1, ..., m_L]`` of ``q(z | y)``, each (data, d_l), for plots.
+    def posterior_means(self, x: torch.Tensor, num_samples: int = 64) -> list[torch.Tensor]:
+        """Summaries ``[m_1, ..., m_L]`` of ``q(z | x)``, each (data, d_l), for plots.
 
         Gaussian guide: the top-down pass of the means, each layer's mean given the means
         above (for ``L = 1`` exactly ``E_q[z_1]``). Flow guide: the average of ``num_samples``
         vectorised draws.
         """
-        check_data(y, self.data_dim)
+        x = check_table("x", x, self.data_dim)
         if self.flow is not None:
             with poutine.block(), pyro.plate("posterior_draws", num_samples, dim=-2):
-                draws = self(y)
+                draws = self(x)
             return [z.mean(0) for z in draws]
-        features, means, z = self.features(y), [None] * self.num_layers, None
+        features, means, z = self.features(x), [None] * self.num_layers, None
         for layer in range(self.num_layers, 0, -1):
             z = self.layer_distribution(layer, features[layer - 1], z).mean
             means[layer - 1] = z
         return means
 
-    def forward(self, y: torch.Tensor, obs_mask: torch.Tensor | None = None, num_data: int | None = None):
-        if y is None:
-            raise ValueError(f"the guide needs y (data, {self.data_dim}) to encode; got y=None")
-        if num_data is not None and num_data != y.shape[0]:
-            raise ValueError(f"num_data={num_data} disagrees with y of {y.shape[0]} rows")
-        obs_mask = check_data(y, self.data_dim, obs_mask)
-        x = y if obs_mask is None else torch.where(obs_mask, y, torch.zeros_like(y))
+    def forward(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> list[torch.Tensor]:
+        if x is None:
+            raise ValueError(f"x must be a (data, {self.data_dim}) tensor for the guide to encode, got None")
+        size = check_num_data(x, num_data, obs_mask)
+        x = check_table("x", x, self.data_dim, obs_mask)
+        if obs_mask is not None:
+            x = torch.where(obs_mask, x, torch.zeros_like(x))
         features = self.features(x)
         if self.flow is not None:
             pyro.module(f"{self._pyro_name}.flows", self.flows, update_module_params=True)
         zs: list[torch.Tensor | None] = [None] * self.num_layers
         z = None
-        with pyro.plate(DATA_PLATE, y.shape[0], dim=-1):
+        with pyro.plate(DATA_PLATE, size, dim=-1):
             for layer in range(self.num_layers, 0, -1):
                 z = pyro.sample(latent_site(layer), self.layer_distribution(layer, features[layer - 1], z))
                 zs[layer - 1] = z

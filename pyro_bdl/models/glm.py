@@ -6,9 +6,9 @@ Generative process, for inputs x_n (in_features,)::
     b ~ Normal(0, prior_scale)      ()               or (K,)
     for n in data:  eta_n = x_n . w + b,   y_n ~ p(y | eta_n)   (see pyro_bdl.observation)
 
-Sites: ``weight``, ``bias``, ``obs`` (plate ``obs_plate`` over data, dim -1). Fit with any
-Pyro guide, e.g. ``AutoMultivariateNormal(model)``: with a Gaussian likelihood of known
-scale the posterior is Gaussian and such a guide can be exact.
+Sites: ``weight``, ``bias`` (global), ``obs`` (plate ``"data"`` over the rows of ``x``, dim -1;
+see :mod:`pyro_bdl.conventions`). Fit with any Pyro guide, e.g. ``AutoMultivariateNormal(model)``:
+with a Gaussian likelihood of known scale the posterior is Gaussian and such a guide can be exact.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from pyro.nn import PyroModule, PyroSample
 
 from pyro_bdl.observation import ObservationModel
+from pyro_bdl.validation import check_float_tensor, check_int, check_positive
 
 
 class GLMModel(PyroModule):
@@ -28,11 +29,13 @@ class GLMModel(PyroModule):
         observation: a name from :data:`pyro_bdl.observation.OBSERVATION_MODELS`.
         num_classes: K for ``categorical`` (eta is (data, K)); otherwise leave ``None``.
         prior_scale: standard deviation of the Gaussian priors on weight and bias.
-        learn_observation_params: learn the likelihood's parameters (e.g. the Gaussian
-            ``scale``) as point estimates; ``False`` keeps them fixed at ``**observation_params``.
-        **observation_params: initial or fixed likelihood parameters (``scale``, ...).
+        learn_params: learn the likelihood's parameters (e.g. the Gaussian ``scale``) as point
+            estimates; ``False`` keeps them fixed at ``observation_params``.
+        observation_params: initial or fixed likelihood parameters (``{"scale": 0.5}``, ...).
 
-    Shapes: ``x`` (data, in_features); ``y`` (data,); ``obs_mask`` (data,) boolean.
+    Call as ``model(x, y=None, *, obs_mask=None)``: ``x`` (data, in_features); ``y`` (data,),
+    ``None`` to sample; ``obs_mask`` (data,) boolean, False where ``y`` is missing (imputed by
+    the latent site ``"obs_unobserved"``). Returns the value at ``"obs"``, (data,).
     """
 
     def __init__(
@@ -41,29 +44,40 @@ class GLMModel(PyroModule):
         observation: str = "gaussian",
         num_classes: int | None = None,
         prior_scale: float = 1.0,
-        learn_observation_params: bool = True,
-        **observation_params,
+        *,
+        learn_params: bool = True,
+        observation_params: dict | None = None,
     ) -> None:
         super().__init__()
+        check_int("in_features", in_features)
         if observation == "categorical" and not num_classes:
             raise ValueError("observation='categorical' needs num_classes (the number of categories K)")
         if observation != "categorical" and num_classes is not None:
             raise ValueError(f"num_classes applies to observation='categorical' only, got {observation!r}")
-        if not prior_scale > 0:
-            raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+        check_positive("prior_scale", prior_scale)
         self.in_features = in_features
-        outputs = [num_classes] if num_classes else []
+        outputs = [check_int("num_classes", num_classes, 2)] if num_classes else []
         self.weight = PyroSample(
             dist.Normal(0.0, prior_scale).expand([in_features, *outputs]).to_event(1 + len(outputs))
         )
         self.bias = PyroSample(dist.Normal(0.0, prior_scale).expand(outputs).to_event(len(outputs)))
-        self.likelihood = ObservationModel(observation, learn_params=learn_observation_params, **observation_params)
+        self.likelihood = ObservationModel(observation, learn_params=learn_params, **(observation_params or {}))
 
     def linear_predictor(self, x: torch.Tensor) -> torch.Tensor:
         """eta = x . w + b: (data,) or (data, K)."""
-        if x.dim() != 2 or x.shape[1] != self.in_features:
+        check_float_tensor("x", x, dim=2)
+        if x.shape[1] != self.in_features:
             raise ValueError(f"x must be (data, {self.in_features}), got {tuple(x.shape)}")
         return x @ self.weight + self.bias
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, obs_mask: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> torch.Tensor:
+        if num_data is not None and num_data != x.shape[0]:
+            raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
         return self.likelihood(self.linear_predictor(x), obs=y, obs_mask=obs_mask)

@@ -65,7 +65,7 @@ Params = dict[str, torch.Tensor]
 class ParamSpec:
     """A parameter of an observation model: its name, constraint and default.
 
-    ``default(num_categories)`` returns the initial value (float32), or ``None`` when the
+    ``default(num_classes)`` returns the initial value (float32), or ``None`` when the
     parameter has no default and must be given.
     """
 
@@ -100,13 +100,13 @@ def _ones(_: int | None) -> torch.Tensor:
     return torch.tensor(1.0)
 
 
-def _uniform_cutpoints(num_categories: int | None) -> torch.Tensor | None:
+def _uniform_cutpoints(num_classes: int | None) -> torch.Tensor | None:
     """``logit(k / K)``, k = 1..K-1: all ``K`` categories equally likely at ``eta = 0``."""
-    if num_categories is None:
+    if num_classes is None:
         return None
-    if num_categories < 2:
-        raise ValueError(f"num_categories must be at least 2, got {num_categories}")
-    return torch.logit(torch.arange(1, num_categories) / num_categories)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    return torch.logit(torch.arange(1, num_classes) / num_classes)
 
 
 _SCALE = ParamSpec("scale", constraints.positive, "positive", _ones)
@@ -241,10 +241,10 @@ def check_param(spec: ObservationSpec, param: ParamSpec, value, dtype: torch.dty
     return value
 
 
-def param_values_or_defaults(spec: ObservationSpec, params: dict, num_categories: int | None = None) -> dict:
+def param_values_or_defaults(spec: ObservationSpec, params: dict, num_classes: int | None = None) -> dict:
     """The given parameter values, defaults for the missing ones; unknown or missing names raise.
 
-    ``num_categories`` feeds defaults that depend on K (the ordinal cutpoints). Values are
+    ``num_classes`` feeds defaults that depend on K (the ordinal cutpoints). Values are
     returned as given, unchecked (see :func:`check_param`).
     """
     known = {param.name for param in spec.params}
@@ -255,9 +255,9 @@ def param_values_or_defaults(spec: ObservationSpec, params: dict, num_categories
     for param in spec.params:
         value = params.get(param.name)
         if value is None:
-            value = param.default(num_categories)
+            value = param.default(num_classes)
         if value is None:
-            hint = "" if num_categories is not None else " (or give num_categories where K sets the default)"
+            hint = "" if num_classes is not None else " (or give num_classes where K sets the default)"
             raise ValueError(f"{spec.name}: parameter {param.name!r} ({param.description}) is required{hint}")
         values[param.name] = value
     return values

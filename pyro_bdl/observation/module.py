@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 import pyro
@@ -9,6 +10,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam
 
+from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.observation.glm import (
     check_param,
     get_observation_model,
@@ -26,22 +28,22 @@ class ObservationModel(PyroModule):
         event_dim: how many rightmost batch dimensions of the distribution are one event
             (``.to_event(event_dim)``), e.g. 1 for ``eta`` of shape ``(data, outputs)``
             scored jointly per data point.
-        plate_ndim: how many batch dimensions, right to left next to the event
-            dimensions, get a ``pyro.plate`` from this module (default 1: the data
-            dimension). Dimensions further left belong to the caller's plates.
+        plates: names of the plates this module opens, outer to inner, over the batch
+            dimensions right next to the event dimensions (default: the data plate
+            :data:`~pyro_bdl.conventions.DATA_PLATE` at dim -1). A model that opens the data
+            plate itself passes ``()``, or the names of inner plates only (BXPCA's
+            ``("features",)``). Dimensions further left belong to the caller's plates.
         learn_params: register the model's parameters as constrained ``PyroParam`` (the
             default) or keep them fixed as buffers.
-        num_categories: ``K`` for ``ordinal_logit`` when ``cutpoints`` is not given; the
+        num_classes: ``K`` for ``ordinal_logit`` when ``cutpoints`` is not given; the
             default cutpoints ``logit(k / K)`` make all categories equally likely at ``eta = 0``.
         **init_params: initial (or fixed) parameter values, ``scale``, ``concentration``
             or ``cutpoints`` (shapes and constraints in :mod:`pyro_bdl.observation.glm`).
 
     Shapes: ``eta`` is ``(*outer, *plates, *event)`` (plus a trailing ``K`` for
-    ``categorical``), with ``len(plates) == plate_ndim`` and ``len(event) == event_dim``;
+    ``categorical``), with one dimension per name in ``plates`` and ``len(event) == event_dim``;
     ``obs`` is ``(*outer, *plates, *event)``; ``obs_mask`` broadcasts to ``(*outer, *plates)``.
-    Plates are named ``f"{site_name}_plate"`` when ``plate_ndim == 1``, else
-    ``f"{site_name}_plate_{i}"`` with ``i`` counting from the left, and sit at dims
-    ``-plate_ndim .. -1``.
+    The plates sit at dims ``-len(plates) .. -1``.
     """
 
     def __init__(
@@ -49,21 +51,22 @@ class ObservationModel(PyroModule):
         name: str,
         *,
         event_dim: int = 0,
-        plate_ndim: int = 1,
+        plates: Sequence[str] = (DATA_PLATE,),
         learn_params: bool = True,
-        num_categories: int | None = None,
+        num_classes: int | None = None,
         **init_params,
     ) -> None:
         super().__init__()
         spec = get_observation_model(name)
         if event_dim < 0:
             raise ValueError(f"event_dim must be non-negative, got {event_dim}")
-        if plate_ndim < 0:
-            raise ValueError(f"plate_ndim must be non-negative, got {plate_ndim}")
-        values = param_values_or_defaults(spec, init_params, num_categories)
+        plates = tuple(plates)
+        if not all(isinstance(plate, str) and plate for plate in plates) or len(set(plates)) != len(plates):
+            raise ValueError(f"plates must be distinct non-empty plate names, got {plates!r}")
+        values = param_values_or_defaults(spec, init_params, num_classes)
         self.model_name = name
         self.event_dim = event_dim
-        self.plate_ndim = plate_ndim
+        self.plates = plates
         self._param_names = tuple(param.name for param in spec.params)
         for param in spec.params:
             value = check_param(spec, param, values[param.name]).detach().clone()
@@ -88,17 +91,12 @@ class ObservationModel(PyroModule):
         """``E[y | eta]`` with the current parameters (see :func:`mean_function`)."""
         return mean_function(self.model_name, eta, **self.param_values())
 
-    def _plate_names(self, site_name: str) -> list[str]:
-        if self.plate_ndim == 1:
-            return [f"{site_name}_plate"]
-        return [f"{site_name}_plate_{i}" for i in range(self.plate_ndim)]
-
     def forward(
         self,
         eta: torch.Tensor,
         obs: torch.Tensor | None = None,
         obs_mask: torch.Tensor | None = None,
-        site_name: str = "obs",
+        site_name: str = OBS_SITE,
     ) -> torch.Tensor:
         """Sample (``obs=None``) or observe ``y`` at site ``site_name`` inside this module's plates.
 
@@ -122,7 +120,7 @@ class ObservationModel(PyroModule):
         return self._sample(site_name, self.distribution(eta).to_event(self.event_dim), obs, obs_mask)
 
     def observe_entries(
-        self, eta: torch.Tensor, obs: torch.Tensor, entry_mask: torch.Tensor, site_name: str = "obs"
+        self, eta: torch.Tensor, obs: torch.Tensor, entry_mask: torch.Tensor, site_name: str = OBS_SITE
     ) -> torch.Tensor:
         """Observe ``obs`` only where ``entry_mask`` is True, entry by entry, even inside an event.
 
@@ -149,14 +147,15 @@ class ObservationModel(PyroModule):
     ) -> torch.Tensor:
         """``pyro.sample(site_name, fn, ...)`` inside this module's plates (``fn`` already has its event dims)."""
         batch_shape = fn.batch_shape
-        if len(batch_shape) < self.plate_ndim:
+        plate_ndim = len(self.plates)
+        if len(batch_shape) < plate_ndim:
             raise ValueError(
-                f"eta must have at least plate_ndim + event_dim = {self.plate_ndim + self.event_dim} batch "
+                f"eta must have at least len(plates) + event_dim = {plate_ndim + self.event_dim} batch "
                 f"dimensions, got distribution batch shape {tuple(batch_shape) + tuple(fn.event_shape)}"
             )
         with ExitStack() as stack:
-            for i, plate_name in enumerate(self._plate_names(site_name)):
-                dim = i - self.plate_ndim
+            for i, plate_name in enumerate(self.plates):
+                dim = i - plate_ndim
                 stack.enter_context(pyro.plate(plate_name, batch_shape[dim], dim=dim))
             return pyro.sample(site_name, fn, obs=obs, obs_mask=obs_mask)
 
@@ -166,4 +165,4 @@ class ObservationModel(PyroModule):
         return torch.where(observed, obs, filler)
 
     def extra_repr(self) -> str:
-        return f"{self.model_name!r}, event_dim={self.event_dim}, plate_ndim={self.plate_ndim}"
+        return f"{self.model_name!r}, event_dim={self.event_dim}, plates={self.plates}"

@@ -78,11 +78,11 @@ def test_bad_input_is_refused():
     model = DLGM(4, (1,), ((),), "gaussian")
     guide = DLGMGuide.for_model(model)
     y, mask = torch.randn(3, 4), torch.rand(3, 4) < 0.5
-    with pytest.raises(ValueError, match="obs_mask must have the shape of y"):
+    with pytest.raises(ValueError, match="obs_mask must have the shape of x"):
         impute(model, guide, y, mask[:, :3])
     with pytest.raises(TypeError, match="obs_mask must be a bool tensor"):
         impute(model, guide, y, mask.float())
-    with pytest.raises(ValueError, match="y contains NaN at observed entries"):
+    with pytest.raises(ValueError, match="x must not contain NaN at observed entries"):
         impute(model, guide, torch.where(mask, torch.nan, y), mask)
     with pytest.raises(ValueError, match="burn_in"):
         impute(model, guide, y, mask, num_steps=5, burn_in=5)

@@ -79,11 +79,11 @@ def test_scale_mixture_prior_is_supported_on_the_real_line_so_autoguides_accept_
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: GaussianPrior(scale=0.0), "scale must be a positive"),
-        (lambda: GaussianPrior(scale=float("nan")), "scale must be a positive"),
+        (lambda: GaussianPrior(scale=0.0), "scale must be a finite number > 0"),
+        (lambda: GaussianPrior(scale=float("nan")), "scale must be a finite number > 0"),
         (lambda: GaussianPrior(loc=float("inf")), "loc must be finite"),
         (lambda: ScaleMixturePrior(pi=1.0), "pi must lie strictly between 0 and 1"),
-        (lambda: ScaleMixturePrior(sigma2=-1.0), "sigma2 must be a positive"),
+        (lambda: ScaleMixturePrior(sigma2=-1.0), "sigma2 must be a finite number > 0"),
     ],
 )
 def test_bad_prior_arguments(make, message):

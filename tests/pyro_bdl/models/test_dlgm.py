@@ -1,11 +1,14 @@
 """DLGM model and guide: factor analysis in closed form, ELBO flavours, particles, Predictive, bad input."""
 
+import math
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
 from pyro_bdl.models import DLGM, DLGMGuide
@@ -136,8 +139,8 @@ def test_predictive_samples_new_data_and_the_posterior_predictive():
         ("gamma_reciprocal", {}, lambda n, d: torch.rand(n, d) + 0.1),
         ("tobit", {}, lambda n, d: torch.randn(n, d).clamp(min=0)),
         ("bernoulli_probit", {}, lambda n, d: torch.bernoulli(torch.full((n, d), 0.3))),
-        ("categorical", {"num_categories": 3}, lambda n, d: torch.randint(0, 3, (n, d)).float()),
-        ("ordinal_logit", {"num_categories": 4}, lambda n, d: torch.randint(0, 4, (n, d)).float()),
+        ("categorical", {"num_classes": 3}, lambda n, d: torch.randint(0, 3, (n, d)).float()),
+        ("ordinal_logit", {"num_classes": 4}, lambda n, d: torch.randint(0, 4, (n, d)).float()),
     ],
 )
 def test_any_observation_model(observation, kwargs, data):
@@ -156,8 +159,8 @@ def test_missing_entries_are_left_out_of_the_likelihood():
     y = torch.randn(4, 6)
     mask = torch.rand(4, 6) > 0.4
     holes = torch.where(mask, y, torch.nan)  # NaN is allowed where unobserved
-    guide_trace = poutine.trace(guide).get_trace(holes, mask)
-    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(holes, mask)
+    guide_trace = poutine.trace(guide).get_trace(holes, obs_mask=mask)
+    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(holes, obs_mask=mask)
     z = trace.nodes["z_1"]["value"]
     eta = model.natural_parameter(z)
     expected = (dist.Normal(eta, model.likelihood.scale).log_prob(y) * mask).sum(-1)
@@ -177,7 +180,7 @@ def test_missing_entries_are_left_out_of_the_likelihood():
         (lambda: DLGM(6, (2,), activation="sigmoidish"), "activation"),
         (lambda: DLGM(6, (2,), layer_scale="learned"), "layer_scale"),
         (lambda: DLGM(0, (2,)), "data_dim"),
-        (lambda: DLGM(6, (2,), observation="categorical"), "num_categories"),
+        (lambda: DLGM(6, (2,), observation="categorical"), "num_classes"),
         (lambda: DLGMGuide(6, (2,), flow="maf"), "flow"),
         (lambda: DLGMGuide(6, (1,), flow="iaf"), "iaf"),
     ],
@@ -192,26 +195,53 @@ def test_bad_data_is_refused(which):
     model = DLGM(6, (2,), (4,))
     fn = model if which == "model" else DLGMGuide.for_model(model)
     y = torch.rand(5, 6)
-    with pytest.raises(ValueError, match=r"y must have shape \(data, 6\), got \(5, 7\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(rows, 6\), got \(5, 7\)"):
         fn(torch.rand(5, 7))
-    with pytest.raises(ValueError, match=r"y must have shape \(data, 6\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(rows, 6\)"):
         fn(torch.rand(5, 6, 1))
-    with pytest.raises(TypeError, match="y must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="x must be a floating tensor"):
         fn(torch.ones(5, 6, dtype=torch.long))
-    with pytest.raises(ValueError, match="y contains NaN"):
+    with pytest.raises(ValueError, match="x must not contain NaN, got 5 NaN entries"):
         fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y))
-    with pytest.raises(ValueError, match="obs_mask must have the shape of y"):
-        fn(y, torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="obs_mask must have the shape of x"):
+        fn(y, obs_mask=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="obs_mask must be a bool tensor"):
-        fn(y, torch.ones(5, 6))
-    with pytest.raises(ValueError, match="y contains NaN at observed entries"):
+        fn(y, obs_mask=torch.ones(5, 6))
+    with pytest.raises(ValueError, match="x must not contain NaN at observed entries"):
         mask = torch.ones(5, 6, dtype=torch.bool)
-        fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y), mask)
+        fn(torch.where(torch.eye(5, 6).bool(), torch.nan, y), obs_mask=mask)
+    with pytest.raises(ValueError, match=r"num_data must equal the rows of x \(5\) or be None, got 3"):
+        fn(y, num_data=3)
+    with pytest.raises(TypeError, match="positional"):
+        fn(y, torch.ones(5, 6, dtype=torch.bool))  # obs_mask is keyword-only
     if which == "model":
-        with pytest.raises(ValueError, match="num_data"):
+        with pytest.raises(ValueError, match="num_data must be an int >= 1 when x is None"):
             fn(None)
-        with pytest.raises(ValueError, match="num_data=3 disagrees"):
-            fn(y, num_data=3)
     else:
-        with pytest.raises(ValueError, match="the guide needs y"):
+        with pytest.raises(ValueError, match=r"x must be a \(data, 6\) tensor for the guide to encode, got None"):
             fn(None)
+
+
+def test_jit_elbo_checks_every_batch_for_nan_without_tracer_warnings():
+    """Defect: under JitTrace_ELBO the NaN check was frozen into the trace (a TracerWarning from our
+    code) and a later batch with NaN gave loss nan. Now the check is an op of the traced graph and
+    runs on every call. Torch's own size checks inside its losses still warn while tracing; only
+    warnings raised from pyro_bdl's files count here."""
+    model = DLGM(6, (2,), (4,))
+    guide = DLGMGuide.for_model(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), JitTrace_ELBO())
+    batch = torch.bernoulli(torch.full((5, 6), 0.5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert math.isfinite(svi.step(batch))  # compiles
+    ours = [
+        str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning) and "pyro_bdl" in w.filename
+    ]
+    assert not ours
+    assert math.isfinite(svi.step(torch.bernoulli(torch.full((5, 6), 0.5))))  # the compiled graph, reused
+    with_nan = batch.index_put((torch.tensor(1), torch.tensor(2)), torch.tensor(torch.nan))
+    for _ in range(2):  # every call, not only the first after compiling
+        # TorchScript re-raises the Python op's ValueError as a RuntimeError carrying its message
+        with pytest.raises((ValueError, RuntimeError), match=r"x must not contain NaN, got 1 NaN entries"):
+            svi.step(with_nan)
+    assert math.isfinite(svi.step(batch))

@@ -27,7 +27,7 @@ def test_gaussian_glm_posterior_matches_the_closed_form():
     covariance = torch.linalg.inv(precision)
     mean = covariance @ design.T @ y / noise**2
 
-    model = GLMModel(2, "gaussian", prior_scale=prior, learn_observation_params=False, scale=noise)
+    model = GLMModel(2, "gaussian", prior_scale=prior, learn_params=False, observation_params={"scale": noise})
     guide = AutoMultivariateNormal(model)
     fit(model, guide, 3000, 0.02, x, y)
     samples = Predictive(model, guide=guide, num_samples=4000, return_sites=["weight", "bias"])(x)
@@ -80,8 +80,10 @@ def test_bxpca_fills_missing_entries_nearly_as_well_as_the_true_model():
     with_holes = table.masked_fill(~observed, float("nan"))  # missing values are never read
     model = BXPCAModel(20, 2, "bernoulli_logit")
     guide = AutoNormal(model)
-    fit(model, guide, 600, 0.05, with_holes, observed)
-    posterior = guide.median(with_holes, observed)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(600):
+        svi.step(with_holes, obs_mask=observed)
+    posterior = guide.median(with_holes, obs_mask=observed)
     eta = (posterior["z"] @ posterior["loadings"]).squeeze(-2) + posterior["offset"]
     accuracy = ((eta > 0).float() == table)[~observed].float().mean()
     oracle = ((logits > 0).float() == table)[~observed].float().mean()
@@ -92,9 +94,9 @@ def test_bxpca_masked_entries_do_not_change_the_log_joint():
     table, _ = low_rank_binary_table(rows=30, features=6)
     observed = torch.rand(table.shape) > 0.3
     model = BXPCAModel(6, 2, "bernoulli_logit")
-    trace = pyro.poutine.trace(model).get_trace(table, observed)
+    trace = pyro.poutine.trace(model).get_trace(table, obs_mask=observed)
     flipped = torch.where(observed, table, 1 - table)
-    replay = pyro.poutine.trace(pyro.poutine.replay(model, trace=trace)).get_trace(flipped, observed)
+    replay = pyro.poutine.trace(pyro.poutine.replay(model, trace=trace)).get_trace(flipped, obs_mask=observed)
     assert float(trace.nodes["obs"]["fn"].log_prob(trace.nodes["obs"]["value"]).mul(observed).sum()) == pytest.approx(
         float(replay.log_prob_sum()) - float(replay.log_prob_sum(lambda name, site: name != "obs"))
     )
@@ -105,9 +107,9 @@ def test_bxpca_samples_and_errors():
     assert model(num_data=8).shape == (8, 5)
     with pytest.raises(ValueError, match="num_data"):
         model()
-    with pytest.raises(ValueError, match=r"y must be \(data, 5\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(rows, 5\)"):
         model(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="categorical"):
         BXPCAModel(5, 2, "categorical")
     with pytest.raises(ValueError, match="obs_mask"):
-        model(torch.zeros(3, 5), torch.ones(3, 4, dtype=torch.bool))
+        model(torch.zeros(3, 5), obs_mask=torch.ones(3, 4, dtype=torch.bool))

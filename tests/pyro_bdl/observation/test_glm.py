@@ -14,6 +14,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.nn import PyroModule
 
+from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.observation import OBSERVATION_MODELS, ObservationModel, Tobit, mean_function, observation_distribution
 
 NAMES = list(OBSERVATION_MODELS)
@@ -215,14 +216,16 @@ def test_validation_errors_of_module_and_observations():
         ObservationModel("poisson")
     with pytest.raises(ValueError, match="strictly increasing"):
         ObservationModel("ordinal_logit", cutpoints=[1.0, 0.0])
-    with pytest.raises(ValueError, match="num_categories"):
+    with pytest.raises(ValueError, match="num_classes"):
         ObservationModel("ordinal_logit")
     with pytest.raises(TypeError, match="floating-point"):
         observation_distribution("gaussian", torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="support"):
         observation_distribution("tobit", torch.zeros(3)).log_prob(torch.tensor([0.0, -0.5, 1.0]))
-    with pytest.raises(ValueError, match="at least plate_ndim"):
+    with pytest.raises(ValueError, match=r"at least len\(plates\)"):
         poutine.trace(ObservationModel("gaussian", event_dim=1)).get_trace(torch.zeros(3))
+    with pytest.raises(ValueError, match="plates must be distinct non-empty plate names"):
+        ObservationModel("gaussian", plates="data")  # a string, not a tuple of names
 
 
 @pytest.mark.parametrize(
@@ -230,7 +233,9 @@ def test_validation_errors_of_module_and_observations():
 )
 def test_obs_mask_drops_missing_entries(name):
     eta = make_eta(name, (6, 3)).float().requires_grad_()
-    model = ObservationModel(name, plate_ndim=2, learn_params=False, num_categories=K, **PARAMS.get(name, {}))
+    model = ObservationModel(
+        name, plates=("data", "features"), learn_params=False, num_classes=K, **PARAMS.get(name, {})
+    )
     d = model.distribution(eta)
     obs = d.sample()
     mask = torch.rand(6, 3) < 0.6
@@ -256,12 +261,14 @@ def test_module_sites_plates_and_params():
     site = trace.nodes["y"]
     assert site["value"].shape == (5, 2)
     assert site["fn"].event_shape == (2,)
-    assert [frame.name for frame in site["cond_indep_stack"]] == ["y_plate"]
+    assert [frame.name for frame in site["cond_indep_stack"]] == [DATA_PLATE]  # the convention's data plate
+    inner = poutine.trace(ObservationModel("gaussian", plates=("rows", "cols"))).get_trace(torch.zeros(4, 3))
+    assert [(f.name, f.dim) for f in inner.nodes[OBS_SITE]["cond_indep_stack"]] == [("rows", -2), ("cols", -1)]
     torch.testing.assert_close(model.scale, torch.tensor(0.5))
     assert set(pyro.get_param_store().keys()) == {"scale"}
     assert isinstance(model.param_values()["scale"], torch.Tensor)
 
-    fixed = ObservationModel("ordinal_logit", learn_params=False, num_categories=3)
+    fixed = ObservationModel("ordinal_logit", learn_params=False, num_classes=3)
     torch.testing.assert_close(fixed.cutpoints, torch.logit(torch.tensor([1 / 3, 2 / 3])))
     probs = fixed.distribution(torch.zeros(2)).probs
     torch.testing.assert_close(probs, torch.full((2, 3), 1 / 3))
@@ -298,14 +305,14 @@ def test_svi_mle_recovers_weights(name, weight, bias):
         torch.testing.assert_close(model.likelihood.scale.detach(), torch.tensor(0.3), atol=0.05, rtol=0)
 
 
-@pytest.mark.parametrize(("event_dim", "plate_ndim"), [(1, 1), (0, 2)])
-def test_observe_entries_scores_only_the_observed_entries_and_adds_no_site(event_dim, plate_ndim):
+@pytest.mark.parametrize(("event_dim", "plates"), [(1, ("data",)), (0, ("data", "features"))])
+def test_observe_entries_scores_only_the_observed_entries_and_adds_no_site(event_dim, plates):
     """Entry-level masking inside an event: the log-likelihood is the sum over observed entries alone."""
     eta = torch.randn(4, 3)
     y = torch.bernoulli(torch.full((4, 3), 0.5))
     observed = torch.rand(4, 3) < 0.6
     y_with_holes = torch.where(observed, y, torch.nan)
-    likelihood = ObservationModel("bernoulli_logit", event_dim=event_dim, plate_ndim=plate_ndim)
+    likelihood = ObservationModel("bernoulli_logit", event_dim=event_dim, plates=plates)
     trace = poutine.trace(likelihood.observe_entries).get_trace(eta, y_with_holes, observed)
     assert trace.observation_nodes == ["obs"] and "obs_unobserved" not in trace.nodes  # no latent for the holes
     expected = (torch.distributions.Bernoulli(logits=eta).log_prob(y) * observed).sum()

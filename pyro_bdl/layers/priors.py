@@ -22,12 +22,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+from pyro_bdl.validation import check_positive
 
 
 class Prior(ABC):
@@ -55,7 +50,7 @@ class GaussianPrior(Prior):
     """
 
     def __init__(self, scale: float = 1.0, loc: float = 0.0) -> None:
-        self.scale = _positive("scale", scale)
+        self.scale = check_positive("scale", scale)
         self.loc = float(loc)
         if not math.isfinite(self.loc):
             raise ValueError(f"loc must be finite, got {loc!r}")
@@ -96,8 +91,8 @@ class ScaleMixturePrior(Prior):
         if not 0.0 < pi < 1.0:
             raise ValueError(f"pi must lie strictly between 0 and 1, got {pi!r}")
         self.pi = pi
-        self.sigma1 = _positive("sigma1", sigma1)
-        self.sigma2 = _positive("sigma2", sigma2)
+        self.sigma1 = check_positive("sigma1", sigma1)
+        self.sigma2 = check_positive("sigma2", sigma2)
 
     def base(self, dtype: torch.dtype, device: torch.device | str | None) -> dist.TorchDistribution:
         probs = torch.tensor([self.pi, 1.0 - self.pi], dtype=dtype, device=device)

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 from torch.overrides import TorchFunctionMode
 
-from pyro_bdl.bnn import functional
+from pyro_bdl.layers import functional
 
 _ACTIVE: list[Reparameterization] = []
 _CONV_NDIM = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}

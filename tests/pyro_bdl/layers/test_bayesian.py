@@ -11,7 +11,9 @@ from pyro import poutine
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
-from pyro_bdl.bnn import (
+from pyro_bdl import bnn, layers
+from pyro_bdl.bnn import bayesianize
+from pyro_bdl.layers import (
     BayesianConv1d,
     BayesianConv2d,
     BayesianConv3d,
@@ -19,7 +21,6 @@ from pyro_bdl.bnn import (
     GaussianPrior,
     ScaleMixturePrior,
     bayesian_layers,
-    bayesianize,
     functional,
 )
 
@@ -27,6 +28,14 @@ pytestmark = pytest.mark.usefixtures("pyro_state")
 
 TWINS = [(BayesianLinear, nn.Linear), (BayesianConv1d, nn.Conv1d), (BayesianConv2d, nn.Conv2d),
          (BayesianConv3d, nn.Conv3d)]  # fmt: skip
+
+
+def test_bnn_re_exports_the_layers_of_pyro_bdl_layers():
+    """One implementation: ``pyro_bdl.bnn`` hands out the very classes of ``pyro_bdl.layers``."""
+    for name in ("BayesianLinear", "BayesianConv1d", "BayesianConv2d", "BayesianConv3d", "GaussianPrior", "Prior",
+                 "ScaleMixturePrior", "bayesian_layers"):  # fmt: skip
+        assert getattr(bnn, name) is getattr(layers, name), name
+        assert getattr(layers, name).__module__.startswith("pyro_bdl.layers."), name
 
 
 @pytest.mark.parametrize(("bayesian", "torch_cls"), TWINS)
@@ -99,7 +108,7 @@ def test_unbatched_conv_input_and_bad_inputs():
         BayesianLinear(5, 2)(torch.randn(3, 4))
     with pytest.raises(ValueError, match="padding_mode must be 'zeros'"):
         BayesianConv2d(2, 2, 3, padding_mode="reflect")
-    with pytest.raises(TypeError, match=r"prior must be a pyro_bdl\.bnn\.Prior"):
+    with pytest.raises(TypeError, match=r"prior must be a pyro_bdl\.layers\.Prior"):
         BayesianLinear(2, 2, prior=torch.distributions.Normal(0, 1))
 
 
