@@ -35,8 +35,8 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median
 from torch import nn
 
-from pyro_bdl.bnn.layers import BayesianLayer, bayesian_layers
 from pyro_bdl.conventions import OBS_SITE
+from pyro_bdl.layers.bayesian import BayesianLayer, bayesian_layers
 from pyro_bdl.validation import check_positive
 
 
