@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels import cpu
+from triton_kernels._checks import check_words
 from triton_kernels._runtime import resolve_backend
 
 WORD_BITS = 32
@@ -169,22 +170,6 @@ def unpack_signs_reference(words: torch.Tensor, k: int, dtype: torch.dtype = tor
     return (1 - 2 * bits).to(dtype)
 
 
-def _check_words(words: torch.Tensor, k: int, name: str) -> None:
-    if not isinstance(words, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int32 words, got {type(words).__name__}")
-    if words.dtype != torch.int32:
-        raise TypeError(f"{name} must hold int32 sign words (from pack_signs), got dtype {words.dtype}")
-    if words.dim() < 1:
-        raise ValueError(f"{name} must have at least one dimension (..., words), got a scalar")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"k must be a non-negative int (the number of packed signs), got {k!r}")
-    if words.shape[-1] != num_words(k):
-        raise ValueError(
-            f"{name} has {words.shape[-1]} words in its last dimension, but k={k} signs need "
-            f"ceil({k}/32) = {num_words(k)}"
-        )
-
-
 def _grid(rows: int, words: int) -> tuple[int, int]:
     return (triton.cdiv(rows, _BLOCK_ROWS), triton.cdiv(words, _BLOCK_WORDS))
 
@@ -289,7 +274,7 @@ def unpack_signs(
     Returns:
         (..., k) tensor of +1 / -1 in ``dtype``.
     """
-    _check_words(words, k, "words")
+    check_words("words", words, k)
     if dtype not in UNPACK_DTYPES:
         raise TypeError(f"dtype must be one of {UNPACK_DTYPES}, got {dtype}")
     return _unpack_signs_op(words, k, dtype, resolve_backend(backend, words.device))

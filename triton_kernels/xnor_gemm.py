@@ -49,9 +49,9 @@ import triton.language as tl
 
 from triton_kernels import cpu
 from triton_kernels._autotune import launch_tuned, make_config
+from triton_kernels._checks import check_channel_vector, check_choice, check_weight_words, check_words
 from triton_kernels._runtime import bucket_rows, is_interpreting, popcount32, resolve_backend, use_hardware_popcount
 from triton_kernels.pack import (
-    _check_words,
     last_word_mask,
     num_words,
     pack_signs_reference,
@@ -561,17 +561,6 @@ def _(a, b, k, scale, bias, out_dtype, pack_output, method, backend):
     return a.new_empty(*a.shape[:-1], n, dtype=dtype)
 
 
-def _check_channel_vector(vector: torch.Tensor | None, name: str, n: int, device: torch.device) -> None:
-    if vector is None:
-        return
-    if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of shape ({n},), got {vector!r:.60}")
-    if vector.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one value per output), got {tuple(vector.shape)}")
-    if vector.device != device:
-        raise ValueError(f"{name} is on {vector.device} but the operands are on {device}")
-
-
 def check_epilogue(
     scale: torch.Tensor | None,
     bias: torch.Tensor | None,
@@ -581,8 +570,8 @@ def check_epilogue(
     device: torch.device,
 ) -> torch.dtype:
     """Validate the epilogue options of an (M, N) integer product; returns the resolved ``out_dtype``."""
-    _check_channel_vector(scale, "scale", n, device)
-    _check_channel_vector(bias, "bias", n, device)
+    check_channel_vector("scale", scale, n, device)
+    check_channel_vector("bias", bias, n, device)
     has_epilogue = scale is not None or bias is not None
     if out_dtype is None:
         out_dtype = default_out_dtype(has_epilogue, pack_output)
@@ -626,15 +615,10 @@ def xnor_gemm(
     Returns:
         (..., N) in ``out_dtype``, or (..., ceil(N / 32)) int32 words with ``pack_output``.
     """
-    _check_words(a, k, "a")
-    _check_words(b, k, "b")
-    if b.dim() != 2:
-        raise ValueError(f"b must be 2-D (N, words), got shape {tuple(b.shape)}")
-    if a.device != b.device:
-        raise ValueError(f"a is on {a.device} but b is on {b.device}; move both to one device")
+    check_words("a", a, k)
+    check_weight_words("b", b, k, a.device, "a")
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], a.device)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice("method", method, METHODS)
     resolved = resolve_backend(backend, a.device)
     if method != "auto" and resolved != "triton":
         raise ValueError(f"method={method!r} selects a Triton kernel, but the backend is {resolved!r}")
