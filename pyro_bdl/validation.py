@@ -102,3 +102,15 @@ def check_level(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     return float(level)
+
+
+def check_pair(name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each ``>= minimum``, as a pair (``nn.Conv2d``'s sizes, strides, padding)."""
+    pair = (value, value) if isinstance(value, int) else value
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or any(isinstance(item, bool) or not isinstance(item, int) or item < minimum for item in pair)
+    ):
+        raise ValueError(f"{name} must be an int or a pair of ints, each >= {minimum}; got {value!r}")
+    return int(pair[0]), int(pair[1])

@@ -28,7 +28,7 @@ def check_pair(name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
         or len(pair) != 2
         or any(isinstance(item, bool) or not isinstance(item, int) or item < minimum for item in pair)
     ):
-        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
+        raise ValueError(f"{name} must be an int or a pair of ints, each >= {minimum}; got {value!r}")
     return int(pair[0]), int(pair[1])
 
 

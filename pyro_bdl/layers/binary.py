@@ -25,7 +25,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
 from pyro_bdl.kernels import (
     check_conv_input_size,
@@ -36,6 +35,7 @@ from pyro_bdl.kernels import (
     patch_bits,
     xnor_gemm,
 )
+from pyro_bdl.validation import check_int, check_pair
 
 
 def binary_sign(x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +172,8 @@ class BinaryLinear(_BinaryLayer):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         self.binarize_input = binarize_input
         self._create_parameters((out_features, in_features), bias, factory)
 
@@ -264,9 +264,10 @@ def binary_conv2d_reference(
     groups: int = 1,
 ) -> torch.Tensor:
     """Float specification of the binary convolution: +1 padding of ``sign(x)``, then conv."""
-    ph, pw = _pair(padding)
+    ph, pw = check_pair("padding", padding, minimum=0)
     signs = F.pad(binary_sign(x), (pw, pw, ph, ph), value=1.0)
-    return F.conv2d(signs, binary_sign(weight), None, _pair(stride), 0, _pair(dilation), groups)
+    stride, dilation = check_pair("stride", stride), check_pair("dilation", dilation)
+    return F.conv2d(signs, binary_sign(weight), None, stride, 0, dilation, groups)
 
 
 class BinaryConv2d(_BinaryLayer):
@@ -297,16 +298,17 @@ class BinaryConv2d(_BinaryLayer):
         dtype=None,
     ) -> None:
         super().__init__()
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
+        check_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups ({groups})"
             )
-        if isinstance(padding, str):
-            raise ValueError(f"padding must be an int or a pair of ints, got {padding!r}")
         factory = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride = check_pair("kernel_size", kernel_size), check_pair("stride", stride)
+        self.padding, self.dilation = check_pair("padding", padding, minimum=0), check_pair("dilation", dilation)
         self.binarize_input = binarize_input
         self._create_parameters((out_channels, in_channels // groups, *self.kernel_size), bias, factory)
 

@@ -90,9 +90,21 @@ def test_input_smaller_than_the_kernel(size, kernel, padding, dilation, message)
     [
         ((torch.zeros(1, 3, 3, 1, dtype=torch.int32), 1), ValueError, "words must have 5 dimensions"),
         ((torch.zeros(1, 3, 3, 1, 1), 1), TypeError, "int32"),
-        ((torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 0), ValueError, "kernel_size must be an int >= 1"),
-        ((torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 1, 1, -1), ValueError, "padding must be an int >= 0"),
-        ((torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 1, (1, 2, 3)), ValueError, "stride must be an int >= 1"),
+        (
+            (torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 0),
+            ValueError,
+            "kernel_size must be an int or a pair of ints, each >= 1",
+        ),
+        (
+            (torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 1, 1, -1),
+            ValueError,
+            "padding must be an int or a pair of ints, each >= 0",
+        ),
+        (
+            (torch.zeros(1, 3, 3, 1, 1, dtype=torch.int32), 1, (1, 2, 3)),
+            ValueError,
+            "stride must be an int or a pair of ints, each >= 1",
+        ),
     ],
 )
 def test_patch_words_reject_bad_arguments(arguments, error, match):

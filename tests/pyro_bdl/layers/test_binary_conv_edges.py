@@ -46,3 +46,18 @@ def test_input_smaller_than_the_kernel_says_so(geometry, size, message, binarize
 def test_input_as_large_as_the_dilated_kernel_runs():
     layer = BinaryConv2d(4, 6, 3, dilation=3)
     assert layer(torch.randn(2, 4, 7, 7)).shape == (2, 6, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"kernel_size": 0}, "kernel_size must be an int or a pair of ints, each >= 1; got 0"),
+        ({"kernel_size": 3, "stride": (1, 0)}, r"stride must be an int or a pair of ints, each >= 1; got \(1, 0\)"),
+        ({"kernel_size": 3, "padding": -1}, "padding must be an int or a pair of ints, each >= 0; got -1"),
+        ({"kernel_size": 3, "dilation": 1.5}, "dilation must be an int or a pair of ints, each >= 1; got 1.5"),
+        ({"kernel_size": 3, "groups": 0}, "groups must be an int >= 1, got 0"),
+    ],
+)
+def test_constructor_names_the_bad_argument(options, match):
+    with pytest.raises(ValueError, match=match):
+        BinaryConv2d(4, 4, **options)
