@@ -184,3 +184,15 @@ def check_num_data(x: torch.Tensor | None, num_data: object, obs_mask: object = 
     if num_data is not None and num_data != x.shape[0]:
         raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
     return x.shape[0]
+
+
+def check_pair(name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each ``>= minimum``, as a pair (``nn.Conv2d``'s sizes, strides, padding)."""
+    pair = (value, value) if isinstance(value, int) else value
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or any(isinstance(item, bool) or not isinstance(item, int) or item < minimum for item in pair)
+    ):
+        raise ValueError(f"{name} must be an int or a pair of ints, each >= {minimum}; got {value!r}")
+    return int(pair[0]), int(pair[1])

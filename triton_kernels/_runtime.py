@@ -13,6 +13,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from triton_kernels._checks import check_choice
+
 Backend = Literal["auto", "triton", "cpu", "reference"]
 BACKENDS: tuple[str, ...] = ("auto", "triton", "cpu", "reference")
 
@@ -30,8 +32,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     ``"auto"`` picks the Triton kernels for CUDA tensors and the fast CPU path for CPU
     tensors. ``"triton"`` on CPU tensors needs the interpreter (``TRITON_INTERPRET=1``).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if backend == "auto":
         return "triton" if device.type == "cuda" else "cpu"
     if backend == "triton" and device.type != "cuda" and not is_interpreting():

@@ -12,7 +12,7 @@ import torch
 from triton_kernels._runtime import is_interpreting
 from triton_kernels.pack import num_words, pack_signs, pack_signs_reference
 from triton_kernels.pixel_gemm import pixel_gemm, pixel_gemm_reference
-from triton_kernels.tuning import parse_shape, tune_xnor_gemm
+from triton_kernels.tuning import TUNED_METHODS, parse_shape, tune_xnor_gemm
 from triton_kernels.tuning_cache import default_cache_path, default_tuning_cache
 from triton_kernels.xnor_gemm import xnor_gemm, xnor_gemm_reference
 
@@ -80,18 +80,41 @@ def selfcheck(device: torch.device, seed: int = 0) -> bool:
     return all_ok
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="triton-kernels", description="XNOR-popcount kernels: check, tune, inspect")
+def _shape(text: str) -> tuple[int, int, int]:
+    """:func:`parse_shape` for argparse, which then prints its message as a usage error."""
+    try:
+        return parse_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="triton-kernels", description="XNOR-popcount kernels: check, tune, inspect", formatter_class=formatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("selfcheck", help="compare every kernel with the reference on random inputs")
-    check.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    tune = commands.add_parser("tune", help="autotune shapes now and save the configs to the cache")
-    tune.add_argument("shapes", nargs="+", type=parse_shape, help="MxNxK, e.g. 1x8192x8192")
-    tune.add_argument("--methods", nargs="+", choices=("popcount", "mma", "expand"), default=None)
-    commands.add_parser("info", help="versions, device and the tuning cache")
-    args = parser.parse_args(argv)
+    check = commands.add_parser(
+        "selfcheck", help="compare every kernel with the reference on random inputs", formatter_class=formatter
+    )
+    check.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run")
+    tune = commands.add_parser(
+        "tune", help="autotune shapes now and save the configs to the cache (needs a GPU)", formatter_class=formatter
+    )
+    tune.add_argument("shapes", nargs="+", type=_shape, help="MxNxK, e.g. 1x8192x8192")
+    tune.add_argument(
+        "--methods", nargs="+", choices=TUNED_METHODS, default=None, help="kernels to tune; None: the one 'auto' picks"
+    )
+    commands.add_parser("info", help="versions, device and the tuning cache", formatter_class=formatter)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "selfcheck":
-        return 0 if selfcheck(torch.device(args.device)) else 1
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: torch sees no CUDA GPU; use --device cpu")
+        return 0 if selfcheck(device) else 1
     if args.command == "tune":
         for shape, methods in tune_xnor_gemm(args.shapes, methods=args.methods).items():
             print("tuned", "x".join(map(str, shape)), "for", ", ".join(methods))
@@ -105,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, triton {triton.__version__}, device: {device}")
     print(f"interpreter: {is_interpreting()}; tuning cache: {cache.path} ({entries} configs)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an expected error (no GPU to tune on, a bad value) is one line on stderr and exit 2."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as error:
+        print(f"triton-kernels {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Two strategies, picked by the number of activation rows M:
 
       sum_k sa_k * sb_k = K - 2 * (|a| + |b|) + 4 * (a . b)      with s = 1 - 2 * bit
 
-  where |a| and |b| are the popcounts of the rows. Padding bits are 0 in both operands,
-  so they add nothing to any term.
+  where |a| and |b| are the popcounts of the rows. The bits of the last word beyond ``k``
+  are cleared first (the tail rule of :mod:`triton_kernels.pack`), so they add nothing
+  to any term.
 
 The bit layout is the one documented in :mod:`triton_kernels.pack`; unpacking through a
 uint8 view relies on a little-endian host, which is checked.
@@ -36,8 +37,13 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 
 
 @cache
+def _thread_count() -> int:
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+@cache
 def _thread_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    return ThreadPoolExecutor(max_workers=_thread_count())
 
 
 def _as_numpy_words(words2d: torch.Tensor) -> np.ndarray:
@@ -55,15 +61,14 @@ def pack_signs_cpu(x2d: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(padded.view(np.int32))
 
 
-def _unpack_bits(words2d: torch.Tensor, count: int) -> np.ndarray:
+def _unpack_bits(words: np.ndarray, count: int) -> np.ndarray:
     """(R, KW) int32 -> (R, count) uint8 bits, count <= 32 * KW."""
-    as_bytes = _as_numpy_words(words2d).view(np.uint8)
-    return np.unpackbits(as_bytes, axis=1, count=count, bitorder="little")
+    return np.unpackbits(words.view(np.uint8), axis=1, count=count, bitorder="little")
 
 
 def unpack_signs_cpu(words2d: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     """(R, KW) int32 -> (R, k) +-1 in ``dtype``."""
-    bits = torch.from_numpy(_unpack_bits(words2d, k).view(np.int8))
+    bits = torch.from_numpy(_unpack_bits(_as_numpy_words(words2d), k).view(np.int8))
     return (1 - 2 * bits).to(dtype)
 
 
@@ -77,7 +82,7 @@ def _popcount_rows(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     a_lanes, b_lanes = a.view(lane), b.view(lane)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
     pool = _thread_pool()
-    chunk = max(256, math.ceil(b.shape[0] / pool._max_workers))
+    chunk = max(256, math.ceil(b.shape[0] / _thread_count()))
 
     def run(start: int) -> None:
         block = b_lanes[start : start + chunk]
@@ -89,21 +94,33 @@ def _popcount_rows(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _int8_rows(a_words: torch.Tensor, b_words: torch.Tensor, k: int) -> torch.Tensor:
+def _int8_rows(a: np.ndarray, b: np.ndarray, k: int) -> torch.Tensor:
     """Many activation rows: {0,1} int8 GEMM plus popcount correction."""
-    kp = a_words.shape[1] * 32
-    a_np, b_np = _as_numpy_words(a_words), _as_numpy_words(b_words)
-    a01 = torch.from_numpy(_unpack_bits(a_words, kp).view(np.int8))
-    b01 = torch.from_numpy(_unpack_bits(b_words, kp).view(np.int8))
+    kp = a.shape[1] * 32
+    a01 = torch.from_numpy(_unpack_bits(a, kp).view(np.int8))
+    b01 = torch.from_numpy(_unpack_bits(b, kp).view(np.int8))
     both = torch._int_mm(a01, b01.t())
-    pa = torch.from_numpy(_row_popcounts(a_np))
-    pb = torch.from_numpy(_row_popcounts(b_np))
+    pa = torch.from_numpy(_row_popcounts(a))
+    pb = torch.from_numpy(_row_popcounts(b))
     return k - 2 * (pa[:, None] + pb[None, :]) + 4 * both
 
 
+def _masked_words(words2d: torch.Tensor, k: int) -> np.ndarray:
+    """(R, KW) int32 words as numpy, the bits beyond ``k`` cleared (copied only if one is set)."""
+    words = _as_numpy_words(words2d)
+    tail = k % 32
+    if tail == 0 or words.size == 0:
+        return words
+    mask = np.int32((1 << tail) - 1)
+    if np.any(words[:, -1] & ~mask):
+        words = words.copy()
+        words[:, -1] &= mask
+    return words
+
+
 def xnor_gemm_cpu(a_words: torch.Tensor, b_words: torch.Tensor, k: int) -> torch.Tensor:
-    """a: (M, KW), b: (N, KW) int32 sign words -> (M, N) int32, sum_k sign(a) sign(b)."""
-    if a_words.shape[0] <= POPCOUNT_MAX_ROWS:
-        out = _popcount_rows(_as_numpy_words(a_words), _as_numpy_words(b_words), k)
-        return torch.from_numpy(out)
-    return _int8_rows(a_words, b_words, k)
+    """a: (M, KW), b: (N, KW) int32 sign words -> (M, N) int32, sum over the first k signs."""
+    a, b = _masked_words(a_words, k), _masked_words(b_words, k)
+    if a.shape[0] <= POPCOUNT_MAX_ROWS:
+        return torch.from_numpy(_popcount_rows(a, b, k))
+    return _int8_rows(a, b, k)

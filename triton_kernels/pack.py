@@ -7,9 +7,13 @@ Bit convention (the same on every backend)::
     bit = 0  iff  x >= 0  (sign +1; so sign(0) = sign(-0.0) = +1, as in BinaryNet)
 
 Words are stored as ``torch.int32`` (bit 31 is the int32 sign bit). When K is not a
-multiple of 32 the last word is padded with 0 bits. Both operands of the XNOR GEMM are
-padded the same way, so ``a_word ^ b_word`` is 0 on the padding and the padding adds
-nothing to any dot product.
+multiple of 32, :func:`pack_signs` pads the last word with 0 bits.
+
+Tail rule: a consumer told ``k`` reads bits ``0 .. k - 1`` only. The bits of the last word
+beyond ``k`` (``~last_word_mask(k)``) are masked off by every backend of every op (the XNOR
+GEMM, the pixel GEMM, unpacking, the packed-domain ops), so words whose padding bits are set
+(hand-made, or a wider row's words read with a smaller ``k``) give the ``k``-column answer,
+the same on the GPU, the CPU path and the reference. Masking costs one AND on the last word.
 
 NaN has no sign: :func:`pack_signs` raises on NaN unless ``check_nan=False``, in which case
 NaN packs as +1 (``NaN < 0`` is false). Infinities have a sign and pack normally.
@@ -31,6 +35,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels import cpu
+from triton_kernels._checks import check_words
 from triton_kernels._runtime import resolve_backend
 
 WORD_BITS = 32
@@ -55,6 +60,22 @@ _BLOCK_WORDS = 8
 def num_words(k: int) -> int:
     """Number of 32-bit words that hold ``k`` signs."""
     return (k + WORD_BITS - 1) // WORD_BITS
+
+
+def last_word_mask(k: int) -> int:
+    """The int32 value whose set bits are the ones of the last word that hold signs (-1: all)."""
+    tail = k % WORD_BITS
+    return (1 << tail) - 1 if tail else -1
+
+
+def mask_tail(words: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., KW) int32 words with the bits beyond ``k`` cleared (a copy only when one is set)."""
+    mask = last_word_mask(k)
+    if mask == -1 or words.numel() == 0 or not bool((words[..., -1] & ~mask).any()):
+        return words
+    words = words.clone()
+    words[..., -1] &= mask
+    return words
 
 
 @triton.jit
@@ -147,22 +168,6 @@ def unpack_signs_reference(words: torch.Tensor, k: int, dtype: torch.dtype = tor
     bits = (words.to(torch.int64)[..., None] >> shifts) & 1
     bits = bits.reshape(*words.shape[:-1], words.shape[-1] * WORD_BITS)[..., :k]
     return (1 - 2 * bits).to(dtype)
-
-
-def _check_words(words: torch.Tensor, k: int, name: str) -> None:
-    if not isinstance(words, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int32 words, got {type(words).__name__}")
-    if words.dtype != torch.int32:
-        raise TypeError(f"{name} must hold int32 sign words (from pack_signs), got dtype {words.dtype}")
-    if words.dim() < 1:
-        raise ValueError(f"{name} must have at least one dimension (..., words), got a scalar")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"k must be a non-negative int (the number of packed signs), got {k!r}")
-    if words.shape[-1] != num_words(k):
-        raise ValueError(
-            f"{name} has {words.shape[-1]} words in its last dimension, but k={k} signs need "
-            f"ceil({k}/32) = {num_words(k)}"
-        )
 
 
 def _grid(rows: int, words: int) -> tuple[int, int]:
@@ -269,7 +274,7 @@ def unpack_signs(
     Returns:
         (..., k) tensor of +1 / -1 in ``dtype``.
     """
-    _check_words(words, k, "words")
+    check_words("words", words, k)
     if dtype not in UNPACK_DTYPES:
         raise TypeError(f"dtype must be one of {UNPACK_DTYPES}, got {dtype}")
     return _unpack_signs_op(words, k, dtype, resolve_backend(backend, words.device))

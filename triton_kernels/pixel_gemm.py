@@ -12,14 +12,25 @@ and bias, float output, or output signs packed for the next binary layer). A rea
 ``x = low + (high - low) p / 255`` folds into that epilogue:
 ``x . w = (high - low) / 255 * (p . w) + low * sum_k w_k``.
 
-One launch replaces the bit-plane route (8 binary products, then shifts, row sums and the
-float glue), which at batch 1 is a dozen small launches.
+Two methods, both exact, and ``backend`` as for :func:`xnor_gemm` (``"auto"``: ``"triton"``
+on CUDA tensors, ``"cpu"`` on CPU tensors; ``"reference"``: plain torch in float64):
+
+``fused``     (Triton only) one kernel: load one weight word and 32 pixels, expand the bits to
+              +-1 in registers. At batch 1 this replaces a dozen small launches.
+``bitplane``  BinaryNet's first-layer identity, on the XNOR GEMM of the resolved backend
+              (the fast CPU path on the CPU): with ``b_j`` the bit planes of the pixels,
+              ``p . w = sum_j 2^j (b_j . w)`` and ``b_j . w = ((2 b_j - 1) . w + sum_k w_k) / 2``:
+              one ``xnor_gemm`` of 8 M + 1 rows, the extra all-(+1) row giving ``sum_k w_k``.
+
+``method="auto"`` takes ``fused`` on the Triton backend and ``bitplane`` on the CPU path,
+the faster one on each (``docs/benchmarks.md``). The bits of ``b`` beyond ``k`` are ignored
+(the tail rule of :mod:`triton_kernels.pack`).
 
 ==================  ====================================  ==============================
 function            inputs                                output
 ==================  ====================================  ==============================
 ``pixel_gemm``      pixels (..., K) uint8, words (N, KW)  (..., N) or (..., ceil(N/32))
-``pixel_gemm_ref``  same                                  same, plain torch
+``pixel_gemm_ref*``  same                                  same, plain torch
 ==================  ====================================  ==============================
 """
 
@@ -29,15 +40,21 @@ import torch
 import triton
 import triton.language as tl
 
+from triton_kernels import cpu
+from triton_kernels._checks import check_choice, check_weight_words
 from triton_kernels._runtime import resolve_backend
-from triton_kernels.pack import _check_words, unpack_signs_reference
+from triton_kernels.pack import pack_signs, unpack_signs_reference
 from triton_kernels.xnor_gemm import (
     _allocate_output,
     _output_kind,
     _store_result,
     apply_epilogue,
     check_epilogue,
+    xnor_gemm,
 )
+
+METHODS = ("auto", "fused", "bitplane")
+PIXEL_BITS = 8
 
 # Output units per program and pixel words per step; the kernel is bound by reading the
 # weight words, and a (BLOCK_M, 64, 32) expansion stays in registers.
@@ -103,21 +120,38 @@ def pixel_gemm_reference(
 ) -> torch.Tensor:
     """Plain torch: ``pixels.int() @ signs(b).T`` (exact; float64 holds every partial sum), then the epilogue."""
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], pixels.device)
-    return _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output)
-
-
-def _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
-    """The reference's arithmetic, for arguments already checked."""
-    signs = unpack_signs_reference(b, k, dtype=torch.float64)
-    dot = (pixels.reshape(-1, k).to(torch.float64) @ signs.T).to(torch.int32)
+    dot = _pixel_products_reference(pixels.reshape(-1, k), b, k)
     out = apply_epilogue(dot, scale, bias, out_dtype, pack_output)
     return out.reshape(*pixels.shape[:-1], out.shape[-1])
+
+
+def _pixel_products_reference(pixels2d: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """(M, k) uint8, (N, KW) words -> (M, N) int32 exact products."""
+    signs = unpack_signs_reference(b, k, dtype=torch.float64)
+    return (pixels2d.to(torch.float64) @ signs.T).to(torch.int32)
+
+
+def _pixel_products_bitplane(pixels2d: torch.Tensor, b: torch.Tensor, k: int, backend: str) -> torch.Tensor:
+    """(M, k) uint8, (N, KW) words -> (M, N) int32: 8 bit planes and one all-(+1) row in one XNOR GEMM."""
+    m = pixels2d.shape[0]
+    shifts = torch.arange(PIXEL_BITS, device=pixels2d.device, dtype=torch.uint8).view(-1, 1, 1)
+    planes = ((pixels2d.unsqueeze(0) >> shifts) & 1).reshape(PIXEL_BITS * m, k)  # (8 M, k) in {0, 1}
+    signs = torch.cat([planes.to(torch.int8) * 2 - 1, planes.new_ones(1, k, dtype=torch.int8)])  # 2 b - 1
+    agreements = xnor_gemm(pack_signs(signs, backend=backend), b, k, backend=backend)  # (8 M + 1, N)
+    row_sums = agreements[-1]  # sum_k w_k
+    bit_products = (agreements[:-1] + row_sums) // 2  # b_j . w, exact
+    weights = (1 << torch.arange(PIXEL_BITS, device=pixels2d.device, dtype=torch.int32)).view(-1, 1, 1)
+    return (bit_products.view(PIXEL_BITS, m, -1) * weights).sum(dim=0, dtype=torch.int32)
 
 
 def _pixel_gemm_triton(pixels2d, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
     m, n = pixels2d.shape[0], b.shape[0]
     out_kind = _output_kind(out_dtype, pack_output, scale is not None or bias is not None)
     out = _allocate_output(m, n, out_kind, out_dtype, b.device)
+    if scale is not None:
+        scale = scale.to(torch.float32).contiguous()
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
     block_m = min(triton.next_power_of_2(max(m, 1)), _MAX_BLOCK_M)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, _BLOCK_N))
     _pixel_gemm_kernel[grid](
@@ -130,6 +164,20 @@ def _pixel_gemm_triton(pixels2d, b, k, scale, bias, out_dtype, pack_output) -> t
     return out
 
 
+def resolve_method(method: str, backend: str) -> str:
+    """The method that runs for a resolved ``backend``; ``ValueError`` for a pairing that cannot run."""
+    check_choice("method", method, METHODS)
+    if backend == "reference":
+        if method != "auto":
+            raise ValueError(f"method={method!r} selects an implementation, but the backend is 'reference'")
+        return "reference"
+    if method == "auto":
+        return "fused" if backend == "triton" else "bitplane"
+    if method == "fused" and backend != "triton":
+        raise ValueError(f"method='fused' is a Triton kernel, but the backend is {backend!r}")
+    return method
+
+
 def pixel_gemm(
     pixels: torch.Tensor,
     b: torch.Tensor,
@@ -139,6 +187,7 @@ def pixel_gemm(
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
     pack_output: bool = False,
+    method: str = "auto",
     backend: str = "auto",
 ) -> torch.Tensor:
     """Product of uint8 pixels with packed sign weights: ``sum_k pixels[..., k] * sign(b[n, k])``.
@@ -148,24 +197,32 @@ def pixel_gemm(
         b: (N, KW) int32 sign words of the weights, KW = ceil(k / 32).
         k: the number of pixels (the reduction length).
         scale, bias, out_dtype, pack_output: the epilogue, as for :func:`xnor_gemm`.
-        backend: ``"auto"`` (Triton on CUDA, plain torch on CPU), ``"triton"`` (CPU tensors
-            through ``TRITON_INTERPRET=1``), ``"cpu"`` or ``"reference"`` (both plain torch).
+        method: ``"auto"``, ``"fused"`` (the Triton kernel) or ``"bitplane"`` (8 XNOR
+            products); see the module docstring.
+        backend: as for :func:`xnor_gemm`: ``"auto"`` (Triton on CUDA, the fast CPU path on
+            CPU), ``"triton"`` (CPU tensors through ``TRITON_INTERPRET=1``), ``"cpu"`` or
+            ``"reference"`` (plain torch, float64).
 
     Returns:
         (..., N) in ``out_dtype`` (int32 exact products by default), or (..., ceil(N / 32))
         int32 sign words with ``pack_output``.
     """
-    if pixels.dtype != torch.uint8:
-        raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
+    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8:
+        raise TypeError(f"pixels must be uint8 (a tensor), got {getattr(pixels, 'dtype', type(pixels).__name__)}")
     if pixels.dim() < 1 or pixels.shape[-1] != k:
         raise ValueError(f"pixels must be (..., k={k}), got shape {tuple(pixels.shape)}")
-    _check_words(b, k, "b")
-    if b.dim() != 2:
-        raise ValueError(f"b must be 2-D (N, words), got shape {tuple(b.shape)}")
-    if pixels.device != b.device:
-        raise ValueError(f"pixels are on {pixels.device} but b is on {b.device}; move both to one device")
+    check_weight_words("b", b, k, pixels.device, "pixels")
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], b.device)
-    if resolve_backend(backend, pixels.device) != "triton" or pixels.numel() == 0 or b.shape[0] == 0:
-        return _pixel_gemm_torch(pixels, b, k, scale, bias, out_dtype, pack_output)
-    out = _pixel_gemm_triton(pixels.reshape(-1, k), b, k, scale, bias, out_dtype, pack_output)
+    resolved = resolve_backend(backend, pixels.device)
+    chosen = resolve_method(method, resolved)
+    pixels2d = pixels.reshape(-1, k)
+    if chosen == "reference" or pixels2d.shape[0] == 0 or b.shape[0] == 0 or k == 0:
+        dot = _pixel_products_reference(pixels2d, b, k)
+    elif chosen == "fused":
+        out = _pixel_gemm_triton(pixels2d, b, k, scale, bias, out_dtype, pack_output)
+        return out.reshape(*pixels.shape[:-1], out.shape[-1])
+    else:
+        dot = _pixel_products_bitplane(pixels2d, b, k, resolved)
+    pack = cpu.pack_signs_cpu if resolved == "cpu" else lambda y: pack_signs(y, check_nan=False, backend=resolved)
+    out = apply_epilogue(dot, scale, bias, out_dtype, pack_output, pack)
     return out.reshape(*pixels.shape[:-1], out.shape[-1])

@@ -48,6 +48,8 @@ def tune_xnor_gemm(
     device = torch.device(device)
     if device.type != "cuda":
         raise ValueError(f"tuning needs a CUDA device, got {device}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"tuning needs a CUDA GPU, but torch sees none (device={str(device)!r})")
     chosen = {}
     for m, n, k in shapes:
         tuned = list(methods) if methods is not None else [choose_method(m, n)]

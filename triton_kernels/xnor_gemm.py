@@ -5,7 +5,10 @@ With ``a`` and ``b`` packed by :func:`triton_kernels.pack_signs` (bit 1 means -1
     out[m, n] = sum_k sign(a[m, k]) * sign(b[n, k])
               = K - 2 * sum_w popcount(a_words[m, w] XOR b_words[n, w])
 
-exactly, in int32 (padding bits are 0 in both operands, so they never mismatch). An
+exactly, in int32. Only the first ``K`` bits count: the bits of the last word beyond ``K``
+are masked off in every backend, so words with padding bits set (hand-made, or a wider
+row's words passed with a smaller ``K``) give the ``K``-column answer (the tail rule of
+:mod:`triton_kernels.pack`). An
 optional fused epilogue computes ``y = out * scale[n] + bias[n]`` in float32 (a folded
 batch norm) and stores ``y`` in a float dtype, or stores ``sign(y)`` already packed along
 n (bit 1 iff y < 0) so that the next binary layer reads it directly.
@@ -46,9 +49,10 @@ import triton.language as tl
 
 from triton_kernels import cpu
 from triton_kernels._autotune import launch_tuned, make_config
+from triton_kernels._checks import check_channel_vector, check_choice, check_weight_words, check_words
 from triton_kernels._runtime import bucket_rows, is_interpreting, popcount32, resolve_backend, use_hardware_popcount
 from triton_kernels.pack import (
-    _check_words,
+    last_word_mask,
     num_words,
     pack_signs_reference,
     unpack_signs_reference,
@@ -236,6 +240,7 @@ def _xnor_popcount_kernel(
     N,
     K,
     KW,
+    LAST_WORD_MASK,
     M_BUCKET,
     stride_am,
     stride_aw,
@@ -268,6 +273,8 @@ def _xnor_popcount_kernel(
         w_ok = (w0 + offs_w) < KW
         a = tl.load(a_ptrs + w0 * stride_aw, mask=(offs_m[:, None] < M) & w_ok[None, :], other=0)
         b = tl.load(b_ptrs + w0 * stride_bw, mask=(offs_n[:, None] < N) & w_ok[None, :], other=0)
+        keep = tl.where(w0 + offs_w == KW - 1, LAST_WORD_MASK, -1)[None, :]  # tail bits beyond K
+        a, b = a & keep, b & keep
         diff = a[:, None, :] ^ b[None, :, :]
         mismatches += tl.sum(popcount32(diff, USE_HW_POPC), axis=2)
     dot = tl.where(pid_k == 0, K, 0) - 2 * mismatches
@@ -293,6 +300,7 @@ def _xnor_mma_kernel(
     N,
     K,
     KW,
+    LAST_WORD_MASK,
     M_BUCKET,
     stride_am,
     stride_aw,
@@ -332,6 +340,8 @@ def _xnor_mma_kernel(
         w_ok = (w0 + offs_w) < KW
         a = tl.load(a_ptrs + w0 * stride_aw, mask=(offs_m[:, None] < M) & w_ok[None, :], other=0)
         b = tl.load(b_ptrs + w0 * stride_bw, mask=(offs_n[:, None] < N) & w_ok[None, :], other=0)
+        keep = tl.where(w0 + offs_w == KW - 1, LAST_WORD_MASK, -1)[None, :]  # tail bits beyond K
+        a, b = a & keep, b & keep
         ones_a += tl.sum(popcount32(a, USE_HW_POPC), axis=1)
         ones_b += tl.sum(popcount32(b, USE_HW_POPC), axis=1)
         if BIT_PLANES:
@@ -444,7 +454,8 @@ def _kernel_args(a, b, out, k, scale, bias, out_kind) -> dict:
         "a_ptr": a, "b_ptr": b, "c_ptr": out,
         "scale_ptr": scale if scale is not None else out,
         "bias_ptr": bias if bias is not None else out,
-        "M": m, "N": n, "K": k, "KW": a.shape[1], "M_BUCKET": bucket_rows(m),
+        "M": m, "N": n, "K": k, "KW": a.shape[1], "LAST_WORD_MASK": last_word_mask(k),
+        "M_BUCKET": bucket_rows(m),
         "stride_am": a.stride(0), "stride_aw": a.stride(1),
         "stride_bn": b.stride(0), "stride_bw": b.stride(1),
         "stride_cm": out.stride(0), "stride_cn": out.stride(1),
@@ -550,17 +561,6 @@ def _(a, b, k, scale, bias, out_dtype, pack_output, method, backend):
     return a.new_empty(*a.shape[:-1], n, dtype=dtype)
 
 
-def _check_channel_vector(vector: torch.Tensor | None, name: str, n: int, device: torch.device) -> None:
-    if vector is None:
-        return
-    if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of shape ({n},), got {vector!r:.60}")
-    if vector.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one value per output), got {tuple(vector.shape)}")
-    if vector.device != device:
-        raise ValueError(f"{name} is on {vector.device} but the operands are on {device}")
-
-
 def check_epilogue(
     scale: torch.Tensor | None,
     bias: torch.Tensor | None,
@@ -570,8 +570,8 @@ def check_epilogue(
     device: torch.device,
 ) -> torch.dtype:
     """Validate the epilogue options of an (M, N) integer product; returns the resolved ``out_dtype``."""
-    _check_channel_vector(scale, "scale", n, device)
-    _check_channel_vector(bias, "bias", n, device)
+    check_channel_vector("scale", scale, n, device)
+    check_channel_vector("bias", bias, n, device)
     has_epilogue = scale is not None or bias is not None
     if out_dtype is None:
         out_dtype = default_out_dtype(has_epilogue, pack_output)
@@ -615,15 +615,10 @@ def xnor_gemm(
     Returns:
         (..., N) in ``out_dtype``, or (..., ceil(N / 32)) int32 words with ``pack_output``.
     """
-    _check_words(a, k, "a")
-    _check_words(b, k, "b")
-    if b.dim() != 2:
-        raise ValueError(f"b must be 2-D (N, words), got shape {tuple(b.shape)}")
-    if a.device != b.device:
-        raise ValueError(f"a is on {a.device} but b is on {b.device}; move both to one device")
+    check_words("a", a, k)
+    check_weight_words("b", b, k, a.device, "a")
     out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], a.device)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice("method", method, METHODS)
     resolved = resolve_backend(backend, a.device)
     if method != "auto" and resolved != "triton":
         raise ValueError(f"method={method!r} selects a Triton kernel, but the backend is {resolved!r}")

@@ -12,8 +12,10 @@ products of the +-1 operands. With the weights clipped to [-1, 1] after every st
 
 Convolution padding: the binarised input is padded with **+1** (equivalently, the real
 input is zero-padded before ``sign``, since ``sign(0) = +1``). A packed sign word of 0 is
-32 times +1, so padding costs nothing in the packed domain, and
-:func:`binary_conv2d_reference` states the same semantics with ``torch.nn.functional``.
+32 times +1, so padding costs nothing in the packed domain (the patch words come from
+:func:`triton_kernels.conv_patch_words`), and :func:`binary_conv2d_reference` states the same
+semantics with ``torch.nn.functional``. An empty batch gives an empty output, as ``nn.Conv2d``
+does; an input smaller than the kernel (after padding) is a ``ValueError`` naming both sizes.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
-from pyro_bdl.kernels import num_words, pack_signs, xnor_gemm
+from pyro_bdl.kernels import (
+    check_conv_input_size,
+    conv_output_size,
+    conv_patch_words,
+    conv_weight_words,
+    pack_signs,
+    patch_bits,
+    xnor_gemm,
+)
+from pyro_bdl.validation import check_int, check_pair
 
 
 def binary_sign(x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +172,8 @@ class BinaryLinear(_BinaryLayer):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         self.binarize_input = binarize_input
         self._create_parameters((out_features, in_features), bias, factory)
 
@@ -190,30 +200,6 @@ class BinaryLinear(_BinaryLayer):
         )
 
 
-def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def conv_patch_words(words: torch.Tensor, geometry: dict) -> torch.Tensor:
-    """Per-pixel sign words (B, H, W, G, CWg) -> words of every patch, (B, OH, OW, G, kh * kw * CWg).
-
-    Padding pixels are words of 0, i.e. +1 signs. The patch is tap-major: tap (i, j) holds the
-    group's ``CWg`` channel words of that pixel, like :func:`conv_weight_words`.
-    """
-    batch, height, width, groups, group_words = words.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (geometry[name] for name in ("kernel", "stride", "padding", "dilation"))
-    words = F.pad(words, (0, 0, 0, 0, pw, pw, ph, ph))
-    out_h = _conv_output_size(height, kh, sh, ph, dh)
-    out_w = _conv_output_size(width, kw, sw, pw, dw)
-    patches = [
-        words[:, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    columns = torch.stack(patches, dim=3)  # (B, OH, OW, kh*kw, G, CWg)
-    return columns.transpose(3, 4).reshape(batch, out_h, out_w, groups, kh * kw * group_words)
-
-
 def _conv_input_words(x: torch.Tensor, geometry: dict) -> torch.Tensor:
     """x (B, C, H, W) -> sign words of every patch, (B * OH * OW, groups, kh * kw * CWg).
 
@@ -222,15 +208,9 @@ def _conv_input_words(x: torch.Tensor, geometry: dict) -> torch.Tensor:
     batch, channels, height, width = x.shape
     groups = geometry["groups"]
     per_pixel = x.detach().permute(0, 2, 3, 1).reshape(batch, height, width, groups, channels // groups)
-    columns = conv_patch_words(pack_signs(per_pixel, check_nan=False), geometry)  # (B, OH, OW, G, kh*kw*CWg)
+    options = {name: geometry[name] for name in ("stride", "padding", "dilation")}
+    columns = conv_patch_words(pack_signs(per_pixel, check_nan=False), geometry["kernel"], **options)
     return columns.flatten(0, 2)
-
-
-def conv_weight_words(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """weight (O, Cg, kh, kw) -> (G, O / G, kh * kw * CWg) sign words, patch-major like the input."""
-    out_channels, group_channels, kh, kw = weight.shape
-    per_tap = weight.detach().permute(0, 2, 3, 1).reshape(groups, out_channels // groups, kh, kw, group_channels)
-    return pack_signs(per_tap, check_nan=False).reshape(groups, out_channels // groups, -1)
 
 
 class _BinaryConv2dFunction(torch.autograd.Function):
@@ -240,15 +220,18 @@ class _BinaryConv2dFunction(torch.autograd.Function):
         ctx.geometry = geometry
         batch, _, height, width = x.shape
         groups, (kh, kw) = geometry["groups"], geometry["kernel"]
-        group_channels = weight.shape[1]
         columns = _conv_input_words(x, geometry)
-        padded_bits = columns.shape[-1] * 32
-        # Word padding inside each tap is 0 in both operands: it matches, adding +1 per bit.
-        spare = kh * kw * (num_words(group_channels) * 32 - group_channels)
-        outputs = [xnor_gemm(columns[:, g], weight_words[g], padded_bits) - spare for g in range(groups)]
-        out_h = _conv_output_size(height, kh, geometry["stride"][0], geometry["padding"][0], geometry["dilation"][0])
-        out_w = _conv_output_size(width, kw, geometry["stride"][1], geometry["padding"][1], geometry["dilation"][1])
-        out = torch.cat(outputs, dim=1).reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+        # Word padding inside each tap is 0 in both operands: it agrees, adding +1 per bit.
+        bits, spare = patch_bits(weight.shape[1], kh * kw)
+        outputs = [xnor_gemm(columns[:, g], weight_words[g], bits) - spare for g in range(groups)]
+        out_h, out_w = (
+            conv_output_size(size, kernel, stride, padding, dilation)
+            for size, kernel, stride, padding, dilation in zip(
+                (height, width), geometry["kernel"], geometry["stride"], geometry["padding"], geometry["dilation"],
+                strict=True,
+            )
+        )  # fmt: skip
+        out = torch.cat(outputs, dim=1).reshape(batch, out_h, out_w, weight.shape[0]).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous()
 
     @staticmethod
@@ -281,9 +264,10 @@ def binary_conv2d_reference(
     groups: int = 1,
 ) -> torch.Tensor:
     """Float specification of the binary convolution: +1 padding of ``sign(x)``, then conv."""
-    ph, pw = _pair(padding)
+    ph, pw = check_pair("padding", padding, minimum=0)
     signs = F.pad(binary_sign(x), (pw, pw, ph, ph), value=1.0)
-    return F.conv2d(signs, binary_sign(weight), None, _pair(stride), 0, _pair(dilation), groups)
+    stride, dilation = check_pair("stride", stride), check_pair("dilation", dilation)
+    return F.conv2d(signs, binary_sign(weight), None, stride, 0, dilation, groups)
 
 
 class BinaryConv2d(_BinaryLayer):
@@ -314,16 +298,17 @@ class BinaryConv2d(_BinaryLayer):
         dtype=None,
     ) -> None:
         super().__init__()
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
+        check_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups ({groups})"
             )
-        if isinstance(padding, str):
-            raise ValueError(f"padding must be an int or a pair of ints, got {padding!r}")
         factory = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride = check_pair("kernel_size", kernel_size), check_pair("stride", stride)
+        self.padding, self.dilation = check_pair("padding", padding, minimum=0), check_pair("dilation", dilation)
         self.binarize_input = binarize_input
         self._create_parameters((out_channels, in_channels // groups, *self.kernel_size), bias, factory)
 
@@ -337,12 +322,13 @@ class BinaryConv2d(_BinaryLayer):
         }
 
     def _pack_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """(O, Cg, kh, kw) -> (groups, O / groups, kh * kw * ceil(Cg / 32)) int32, patch-major."""
+        """(O, Cg, kh, kw) -> (groups, O / groups, kh * kw * ceil(Cg / 32)) int32, tap-major."""
         return conv_weight_words(weight, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input must be (batch, {self.in_channels}, height, width), got {tuple(x.shape)}")
+        check_conv_input_size(x.shape[2], x.shape[3], self.kernel_size, self.padding, self.dilation)
         if self.binarize_input:
             out = _BinaryConv2dFunction.apply(x, self.weight, self.packed_weight(), self._geometry())
         else:

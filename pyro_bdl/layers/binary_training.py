@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pyro_bdl.layers.binary import BinaryConv2d, BinaryLinear, glorot_lr_scale
+from pyro_bdl.validation import check_positive
 
 BINARY_LAYERS = (BinaryLinear, BinaryConv2d)
 
@@ -27,8 +28,7 @@ def binary_layers(model: nn.Module) -> Iterator[BinaryLinear | BinaryConv2d]:
 @torch.no_grad()
 def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
     """Clip the latent weights of every binarised layer in ``model`` to [-bound, bound], in place."""
-    if not bound > 0:
-        raise ValueError(f"bound must be positive, got {bound}")
+    check_positive("bound", bound)
     for layer in binary_layers(model):
         layer.weight.clamp_(-bound, bound)
 

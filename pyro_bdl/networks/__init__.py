@@ -2,7 +2,7 @@
 
 from pyro_bdl.networks.binarynet import BinaryNetMLP, binarynet_convnet, square_hinge_loss
 from pyro_bdl.networks.packed import PackedBinaryMLP, export_packed_mlp, fold_batch_norm
-from pyro_bdl.networks.packed_convnet import PackedBinaryConvNet, export_packed_convnet, pool_packed_signs
+from pyro_bdl.networks.packed_convnet import PackedBinaryConvNet, export_packed_convnet
 
 __all__ = [
     "BinaryNetMLP",
@@ -12,6 +12,5 @@ __all__ = [
     "export_packed_convnet",
     "export_packed_mlp",
     "fold_batch_norm",
-    "pool_packed_signs",
     "square_hinge_loss",
 ]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pyro_bdl.layers.binary import BinaryConv2d, BinaryLinear, sign_ste
+from pyro_bdl.validation import check_int
 
 
 def square_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -61,8 +62,8 @@ class BinaryNetMLP(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1 hidden layer, got {depth}")
+        for name, value in (("in_features", in_features), ("hidden", hidden), ("depth", depth), ("classes", classes)):
+            check_int(name, value)
         widths = [in_features] + [hidden] * depth + [classes]
         self.layers = nn.ModuleList(
             BinaryLinear(fan_in, fan_out, bias=False, binarize_input=index > 0)
@@ -96,7 +97,9 @@ def binarynet_convnet(
     Shapes: (batch, in_channels, image_size, image_size) -> (batch, classes). ``image_size``
     must be divisible by 8 (three 2x2 max pools).
     """
-    if image_size % 8:
+    for name, value in (("in_channels", in_channels), ("classes", classes), ("width", width), ("hidden", hidden)):
+        check_int(name, value)
+    if check_int("image_size", image_size) % 8:
         raise ValueError(f"image_size must be divisible by 8 (three 2x2 pools), got {image_size}")
     blocks: list[nn.Module] = []
     channels = in_channels

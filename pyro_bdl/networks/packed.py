@@ -6,18 +6,17 @@ Each batch norm folds into a per-unit scale and shift (``s = gamma / sqrt(var + 
 writes sign words. The last layer writes the folded class scores as float32.
 
 The first layer takes real inputs. For 8-bit images (uint8 pixels ``p``, mapped to
-``low + (high - low) * p / 255`` as in training) it runs on the XNOR kernel too, one bit
-plane at a time, following BinaryNet's first-layer identity::
+``low + (high - low) * p / 255`` as in training) it is one
+:func:`~triton_kernels.pixel_gemm` with the exact integer ``p . w`` and the folded
+``s * (low * sum_k w_k + (high - low) / 255 * p . w) + t`` and sign packing in its epilogue:
+the fused Triton kernel on a GPU, BinaryNet's bit-plane identity on the CPU XNOR path
+(``first_layer`` picks the method: ``"auto"``, ``"fused"`` or ``"bitplane"``). Above
+``BITPLANE_MAX_ROWS`` rows, and for float inputs, the first layer multiplies the real input
+with the signs unpacked on the fly instead.
 
-    p . w = sum_j 2^j (b_j . w),    b_j . w = (sum_k w_k + (2 b_j - 1) . w) / 2
-
-This takes 8 binary products against the packed weights, exact in integers. On a GPU
-the first layer is instead one :func:`~triton_kernels.pixel_gemm` launch, which forms the
-same exact ``p . w`` from the pixels and the weight words and applies the folded
-``s * (low * sum_k w_k + (high - low) / 255 * p . w) + t`` and the sign packing in its
-epilogue (``first_layer="fused"``; the bit-plane route is ``"bitplane"``). Above
-``BITPLANE_MAX_ROWS`` rows, and for float inputs, the first layer multiplies the real
-input with the signs unpacked on the fly instead.
+The exporter takes each layer's packed weight words from the layer
+(:meth:`~pyro_bdl.layers.BinaryLinear.packed_weight`, cached in eval mode) instead of packing
+the latent weights again.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from pyro_bdl.kernels import num_words, pack_signs, pixel_gemm, unpack_signs, xnor_gemm
 from pyro_bdl.layers.binary import BinaryLinear
 from pyro_bdl.networks.binarynet import BinaryNetMLP
+from pyro_bdl.validation import check_choice
 
-PIXEL_BITS = 8
 BITPLANE_MAX_ROWS = 64  # above this, 8 binary products cost more than one float product
 FIRST_LAYER_ROUTES = ("auto", "fused", "bitplane")
 
@@ -60,10 +59,9 @@ class PackedBinaryMLP(nn.Module):
     float32. Buffers: per layer ``words_i`` (out, ceil(in / 32)) int32, ``scale_i`` and
     ``shift_i`` (out,) float32; ``first_row_sums`` (hidden,) int32.
 
-    ``first_layer`` picks the route for uint8 pixels up to ``BITPLANE_MAX_ROWS`` rows:
-    ``"fused"`` (one :func:`pixel_gemm` launch), ``"bitplane"`` (8 XNOR products and
-    torch glue) or ``"auto"`` (fused on CUDA, bit planes on the CPU, where the XNOR path
-    is the faster one).
+    ``first_layer`` is the :func:`pixel_gemm` method for uint8 pixels up to ``BITPLANE_MAX_ROWS``
+    rows: ``"fused"`` (one Triton launch; CUDA only), ``"bitplane"`` (8 XNOR products in one
+    GEMM) or ``"auto"`` (fused on CUDA, bit planes on the CPU, where the XNOR path is faster).
     """
 
     def __init__(
@@ -73,9 +71,7 @@ class PackedBinaryMLP(nn.Module):
         first_layer: str = "auto",
     ):
         super().__init__()
-        if first_layer not in FIRST_LAYER_ROUTES:
-            raise ValueError(f"first_layer must be one of {FIRST_LAYER_ROUTES}, got {first_layer!r}")
-        self.first_layer = first_layer
+        self.first_layer = check_choice("first_layer", first_layer, FIRST_LAYER_ROUTES)
         self.depth = len(layers)
         self.in_features = layers[0][1]
         self.input_range = (float(input_range[0]), float(input_range[1]))
@@ -100,38 +96,27 @@ class PackedBinaryMLP(nn.Module):
         self.pixel_scale = scale * ((high - low) / 255.0)
         self.pixel_shift = shift + scale * (low * self.first_row_sums.float())
 
-    def _fused_first_layer(self, x: torch.Tensor) -> bool:
-        if x.dtype != torch.uint8 or x.shape[0] > BITPLANE_MAX_ROWS:
-            return False
-        return self.first_layer == "fused" or (self.first_layer == "auto" and x.is_cuda)
+    def _pixel_first_layer(self, x: torch.Tensor) -> bool:
+        return x.dtype == torch.uint8 and x.shape[0] <= BITPLANE_MAX_ROWS
 
     def _layer(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
         k = self.widths[index]
         return getattr(self, f"words_{index}"), k, getattr(self, f"scale_{index}"), getattr(self, f"shift_{index}")
 
     def _first_products(self, x: torch.Tensor) -> torch.Tensor:
-        """x (batch, in_features) -> (batch, hidden) float32, the first layer's real product."""
+        """x (batch, in_features) real or uint8 -> (batch, hidden) float32, a float product with the signs."""
         words, k, _, _ = self._layer(0)
-        low, high = self.input_range
-        if x.dtype != torch.uint8:
-            return x.float() @ unpack_signs(words, k, dtype=torch.float32).T
-        if x.shape[0] > BITPLANE_MAX_ROWS:
-            real = x.float() * ((high - low) / 255.0) + low
-            return real @ unpack_signs(words, k, dtype=torch.float32).T
-        planes = torch.stack([(x >> bit) & 1 for bit in range(PIXEL_BITS)])  # (8, batch, K) in {0, 1}
-        plane_words = pack_signs(planes.to(torch.int8) * 2 - 1)  # bit set where the pixel bit is 0
-        agreements = xnor_gemm(plane_words, words, k)  # (8, batch, hidden): (2 b_j - 1) . w
-        bit_products = (agreements + self.first_row_sums) // 2  # b_j . w, exact
-        weights = (2 ** torch.arange(PIXEL_BITS, device=x.device, dtype=torch.int32)).view(-1, 1, 1)
-        pixel_products = (bit_products * weights).sum(dim=0)  # p . w
-        return low * self.first_row_sums.float() + (high - low) / 255.0 * pixel_products.float()
+        if x.dtype == torch.uint8:
+            low, high = self.input_range
+            x = x.float() * ((high - low) / 255.0) + low
+        return x.float() @ unpack_signs(words, k, dtype=torch.float32).T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must be (batch, {self.in_features}), got {tuple(x.shape)}")
         words, k, scale, shift = self._layer(0)
-        if self._fused_first_layer(x):
-            affine = {"scale": self.pixel_scale, "bias": self.pixel_shift}
+        if self._pixel_first_layer(x):
+            affine = {"scale": self.pixel_scale, "bias": self.pixel_shift, "method": self.first_layer}
             if self.depth == 1:
                 return pixel_gemm(x, words, k, out_dtype=torch.float32, **affine)
             signs = pixel_gemm(x, words, k, pack_output=True, **affine)
@@ -153,7 +138,7 @@ def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0), first_layer:
     Args:
         model: the trained network (its running batch-norm statistics are used).
         input_range: the real interval that uint8 pixels 0..255 were mapped to in training.
-        first_layer: the route for small uint8 batches (see :class:`PackedBinaryMLP`).
+        first_layer: the :func:`pixel_gemm` method for small uint8 batches (see :class:`PackedBinaryMLP`).
 
     Returns:
         A :class:`PackedBinaryMLP` on the model's device. Its scores match ``model.eval()``
@@ -163,7 +148,9 @@ def export_packed_mlp(model: BinaryNetMLP, input_range=(-1.0, 1.0), first_layer:
     for layer, norm in zip(model.layers, model.norms, strict=True):
         if not isinstance(layer, BinaryLinear):
             raise TypeError(f"expected BinaryLinear layers, got {type(layer).__name__}")
-        words = pack_signs(layer.weight.detach(), check_nan=True)
+        if bool(torch.isnan(layer.weight).any()):
+            raise ValueError(f"{layer} has NaN latent weights, which have no sign; cannot export")
+        words = layer.packed_weight()  # the layer's own words (cached in eval mode): no repacking
         scale, shift = fold_batch_norm(norm, layer.bias)
         layers.append((words, layer.in_features, scale, shift))
     return PackedBinaryMLP(layers, input_range, first_layer)

@@ -8,20 +8,19 @@ binary layer takes:
 
 Between blocks the activations stay sign words: a feature map is ``(B, H, W, ceil(C / 32))``
 int32, the channels of each pixel packed in one row of words. A binary convolution gathers
-the words of each patch (:func:`~pyro_bdl.layers.binary.conv_patch_words`, +1 padding as
-in training) and runs one ``xnor_gemm(..., scale=s, bias=t, pack_output=True)`` whose output
-rows are again per-pixel channel words.
+the words of each patch (:func:`triton_kernels.conv_patch_words`, +1 padding as in training)
+and runs one ``xnor_gemm(..., scale=s, bias=t, pack_output=True)`` whose output rows are
+again per-pixel channel words. Max pooling before a batch norm is done on the packed bits
+(:func:`triton_kernels.pool_packed_signs`: AND for ``s >= 0``, OR for ``s < 0``).
 
-Max pooling before a batch norm is done on the packed bits. With the folded form
-``y = s * c + t`` and ``s >= 0``, ``sign(s * max(c) + t)`` is +1 iff any pixel of the window
-gives +1: a set bit (``x < 0``) survives only if set in every pixel, a bitwise AND. With
-``s < 0`` the maximum becomes a minimum and the AND an OR. Float rounding is monotone, so
-this equals pooling the real values first.
+The exporter takes each binary layer's packed weight words from the layer
+(``packed_weight()``, cached in eval mode). The one exception is the first linear layer
+after the flatten: ``nn.Flatten`` orders its inputs channel-major (NCHW) while the packed
+feature map is pixel-major, so that layer's signs are packed once more, permuted, at export
+(reordering at run time would cost a bit shuffle per call).
 
 The first convolution of BinaryNet takes real pixels (``binarize_input=False``): it runs as
 a float convolution with the +-1 weights, is pooled and normalised in float and then packed.
-Flattening follows ``nn.Flatten`` on NCHW maps; the first linear layer's weights are permuted
-to the packed pixel-major order at export, so nothing is reordered at run time.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_bdl.kernels import num_words, pack_signs, xnor_gemm
-from pyro_bdl.layers.binary import BinaryConv2d, BinaryLinear, conv_patch_words, conv_weight_words
+from pyro_bdl.kernels import conv_patch_words, pack_signs, patch_bits, pool_packed_signs, xnor_gemm
+from pyro_bdl.layers.binary import BinaryConv2d, BinaryLinear
 from pyro_bdl.networks.packed import fold_batch_norm
 
 
@@ -47,34 +46,9 @@ class ConvGeometry:
     dilation: tuple[int, int]
     pool: int
 
-    def as_dict(self) -> dict:
-        return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "groups": 1}  # fmt: skip
-
-
-def pool_packed_signs(words: torch.Tensor, window: int, and_words: torch.Tensor) -> torch.Tensor:
-    """Max pooling, then sign, on per-pixel sign words (see the module docstring).
-
-    Args:
-        words: (B, H, W, CW) int32 sign words of ``s * c + t`` per pixel.
-        window: pooling window and stride (``nn.MaxPool2d(window)``); the remainder rows and
-            columns are dropped, as ``nn.MaxPool2d`` does.
-        and_words: (CW,) int32, bit set for channels with ``s >= 0`` (pooled by AND), clear
-            for ``s < 0`` (pooled by OR).
-
-    Returns:
-        (B, H // window, W // window, CW) int32.
-    """
-    batch, height, width, channel_words = words.shape
-    out_h, out_w = height // window, width // window
-    tiles = words[:, : out_h * window, : out_w * window]
-    tiles = tiles.reshape(batch, out_h, window, out_w, window, channel_words).permute(0, 1, 3, 5, 2, 4)
-    tiles = tiles.reshape(batch, out_h, out_w, channel_words, window * window)
-    all_set, any_set = tiles[..., 0], tiles[..., 0]
-    for index in range(1, window * window):
-        all_set = all_set & tiles[..., index]
-        any_set = any_set | tiles[..., index]
-    return (all_set & and_words) | (any_set & ~and_words)
+    def conv_options(self) -> dict:
+        """Stride, padding and dilation as keyword arguments of :func:`conv_patch_words`."""
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
 
 
 class PackedBinaryConvNet(nn.Module):
@@ -121,7 +95,7 @@ class PackedBinaryConvNet(nn.Module):
     def _packed_conv(self, index: int, words: torch.Tensor) -> torch.Tensor:
         """(B, H, W, CW) sign words -> (B, H', W', CW') sign words of the next feature map."""
         geometry = self.geometries[index]
-        columns = conv_patch_words(words.unsqueeze(3), geometry.as_dict()).squeeze(3)  # (B, OH, OW, KW)
+        columns = conv_patch_words(words.unsqueeze(3), geometry.kernel, **geometry.conv_options()).squeeze(3)
         batch, out_h, out_w, _ = columns.shape
         out = self._binary_product(index, columns.reshape(batch * out_h * out_w, -1), pack_output=True)
         out = out.reshape(batch, out_h, out_w, -1)
@@ -169,15 +143,16 @@ def _conv_block(conv: BinaryConv2d, pool: nn.MaxPool2d | None, norm: nn.BatchNor
     geometry = ConvGeometry(conv.kernel_size, conv.stride, conv.padding, conv.dilation, window)
     scale, shift = fold_batch_norm(norm, conv.bias)
     weight = conv.weight.detach()
+    if bool(torch.isnan(weight).any()):
+        raise ValueError(f"{conv} has NaN latent weights, which have no sign; cannot export")
     if not conv.binarize_input:
         if not first:
             raise ValueError("only the first convolution may take real inputs (binarize_input=False)")
         signs = torch.where(weight < 0, -1, 1).to(torch.int8)
         return {"kind": "real_conv", "geometry": geometry, "signs": signs, "scale": scale, "shift": shift}
-    words = conv_weight_words(weight, 1)[0]  # (out, kh * kw * CW)
-    kh, kw = conv.kernel_size
-    spare = kh * kw * (num_words(conv.in_channels) * 32 - conv.in_channels)  # word padding bits: always agree
-    block = {"kind": "conv", "geometry": geometry, "words": words, "bits": words.shape[1] * 32,
+    words = conv.packed_weight()[0]  # (out, kh * kw * CW), the layer's own words
+    bits, spare = patch_bits(conv.in_channels, conv.kernel_size[0] * conv.kernel_size[1])  # spare bits: agree
+    block = {"kind": "conv", "geometry": geometry, "words": words, "bits": bits,
              "scale": scale, "shift": shift - scale * spare}  # fmt: skip
     if window > 1:
         block["and_words"] = pack_signs(torch.where(scale >= 0, -1.0, 1.0), check_nan=False)
@@ -188,17 +163,18 @@ def _linear_block(linear: BinaryLinear, norm: nn.BatchNorm1d, channels: int | No
     """A linear block; ``channels`` is the feature map's C when this layer follows the flatten."""
     scale, shift = fold_batch_norm(norm, linear.bias)
     weight = linear.weight.detach()
+    if bool(torch.isnan(weight).any()):
+        raise ValueError(f"{linear} has NaN latent weights, which have no sign; cannot export")
     if channels is None:
-        return {"kind": "linear", "words": pack_signs(weight, check_nan=True), "bits": linear.in_features,
+        return {"kind": "linear", "words": linear.packed_weight(), "bits": linear.in_features,
                 "scale": scale, "shift": shift}  # fmt: skip
     if linear.in_features % channels:
         raise ValueError(f"{linear} follows a flatten of {channels} channels but in_features is not a multiple")
     pixels = linear.in_features // channels
     per_pixel = weight.reshape(-1, channels, pixels).transpose(1, 2)  # (out, P, C): NCHW flatten -> pixel-major
-    words = pack_signs(per_pixel, check_nan=True).flatten(1)
-    spare = pixels * (num_words(channels) * 32 - channels)
-    return {"kind": "linear", "words": words, "bits": words.shape[1] * 32, "scale": scale,
-            "shift": shift - scale * spare}  # fmt: skip
+    words = pack_signs(per_pixel, check_nan=True).flatten(1)  # permuted: the layer's words cannot serve
+    bits, spare = patch_bits(channels, pixels)
+    return {"kind": "linear", "words": words, "bits": bits, "scale": scale, "shift": shift - scale * spare}
 
 
 def export_packed_convnet(model: nn.Sequential) -> PackedBinaryConvNet:
@@ -249,4 +225,3 @@ def export_packed_convnet(model: nn.Sequential) -> PackedBinaryConvNet:
     if not blocks or blocks[-1]["kind"] != "linear":
         raise ValueError("the network must start with BinaryConv2d blocks and end with BinaryLinear + BatchNorm1d")
     return PackedBinaryConvNet(blocks, modules[0].in_channels)
-

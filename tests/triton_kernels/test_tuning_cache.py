@@ -1,12 +1,18 @@
 """The persistent autotune cache, launching through it, and the tuning entry points."""
 
 import json
+import multiprocessing
+import os
 import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import triton
+from filelock import FileLock
 
 from tests.conftest import skip_unless_triton_runs_on
 from tests.triton_kernels.helpers import generator, random_words, record_launches
@@ -97,10 +103,10 @@ def test_writes_leave_no_temporary_files(tmp_path):
     cache = TuningCache(path)
     for shape in ("M1", "M2", "M4"):
         cache.record("gpu", "xnor_popcount", shape, CONFIG)
-    assert [entry.name for entry in tmp_path.iterdir()] == ["cache.json"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["cache.json", "cache.json.lock"]
 
 
-def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+def test_failed_write_keeps_the_old_file_and_the_config_in_memory(tmp_path, monkeypatch):
     path = tmp_path / "cache.json"
     cache = TuningCache(path)
     cache.record("gpu", "xnor_popcount", "M1", CONFIG)
@@ -109,11 +115,55 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(tuning_cache.json, "dump", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.warns(RuntimeWarning, match="No space left.*stay in memory"):
         cache.record("gpu", "xnor_popcount", "M2", OTHER)
+    monkeypatch.undo()
     assert path.read_text() == before
-    assert [entry.name for entry in tmp_path.iterdir()] == ["cache.json"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["cache.json", "cache.json.lock"]
+    assert cache.lookup("gpu", "xnor_popcount", "M2") == OTHER
+
+
+def _unwritable(kind, tmp_path, monkeypatch):
+    """A cache path that cannot be written, in one of the ways a user's machine refuses it."""
+    if kind == "read-only-dir":
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):  # root ignores the mode bits
+            pytest.skip("file modes do not bind this user (root)")
+        return folder / "cache.json"
+    if kind == "parent-is-a-file":
+        (tmp_path / "file").write_text("not a folder")
+        return tmp_path / "file" / "cache.json"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(tuning_cache, "FileLock" if kind == "lock-denied" else "atomic_write_text", refuse)
+    return tmp_path / "cache.json"
+
+
+@pytest.mark.parametrize("kind", ("read-only-dir", "parent-is-a-file", "lock-denied", "write-denied"))
+def test_unwritable_cache_warns_once_and_keeps_configs_in_memory(tmp_path, monkeypatch, kind):
+    path = _unwritable(kind, tmp_path, monkeypatch)
+    cache = TuningCache(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.record("gpu", "xnor_popcount", "M1", CONFIG)  # raised PermissionError before
+        cache.record("gpu", "xnor_mma", "M64", OTHER)
+    assert [warning.category for warning in caught] == [RuntimeWarning]
+    assert "cannot write autotune cache" in str(caught[0].message)
+    assert cache.lookup("gpu", "xnor_popcount", "M1") == CONFIG
+    assert cache.lookup("gpu", "xnor_mma", "M64") == OTHER
+
+
+def test_lock_timeout_keeps_the_config_in_memory(tmp_path, monkeypatch):
+    path = tmp_path / "cache.json"
+    monkeypatch.setattr(tuning_cache, "LOCK_TIMEOUT_S", 0.05)
+    with FileLock(f"{path}.lock"), pytest.warns(RuntimeWarning, match="cannot write autotune cache"):
+        TuningCache(path).record("gpu", "xnor_popcount", "M1", CONFIG)
+    assert not path.exists()
 
 
 def _entry(kwargs='{"BLOCK_M": 1}', warps="4", stages="3"):
@@ -136,6 +186,18 @@ CORRUPT = {
     "warps-null": _entry(warps="null"),
     "warps-list": _entry(warps="[4]"),
     "no-warps": '{"format": 1, "entries": {"k": {"kwargs": {}, "num_stages": 3}}}',
+    "kwargs-fraction": _entry(kwargs='{"BLOCK_M": 1.7}'),  # loaded as 1 before
+    "kwargs-float-integer": _entry(kwargs='{"BLOCK_M": 2.0}'),
+    "kwargs-bool": _entry(kwargs='{"BLOCK_M": true}'),
+    "warps-fraction": _entry(warps="1.7"),
+    "warps-text": _entry(warps='"4"'),
+    "stages-bool": _entry(stages="false"),
+    "kwargs-infinity": _entry(kwargs='{"BLOCK_M": Infinity}'),  # OverflowError before
+    "warps-minus-infinity": _entry(warps="-Infinity"),
+    "stages-nan": _entry(stages="NaN"),
+    "format-infinity": '{"format": Infinity, "entries": {}}',
+    "format-true": '{"format": true, "entries": {}}',
+    "deeply-nested": '{"format": 1, "entries": {"k": ' + "[" * 100_000 + "]" * 100_000 + "}}",  # RecursionError
 }
 ENTRIES_NOT_A_MAPPING = {
     "entries-list": '{"format": 1, "entries": [["k", {"kwargs": {}, "num_warps": 4, "num_stages": 3}]]}',
@@ -387,3 +449,71 @@ def test_tune_fills_the_cache(isolated_tuning_cache):
     assert key in entries
     tuned = TunedConfig.from_json(entries[key])
     assert tuned.kwargs["BLOCK_M"] == 4
+
+
+# --- concurrent writers ---------------------------------------------------------------------
+
+WRITERS, ENTRIES_PER_WRITER = 4, 50
+
+
+def _record_many(path: str, writer: int) -> None:
+    """One cache object per process, recording all of its entries."""
+    cache = TuningCache(Path(path))
+    for index in range(ENTRIES_PER_WRITER):
+        cache.record("gpu", "xnor_popcount", f"w{writer}-{index}", CONFIG)
+
+
+def _record_one(path: str, writer: int, index: int) -> None:
+    """A fresh cache object for one write, as a short-lived process would have."""
+    TuningCache(Path(path)).record("gpu", "xnor_popcount", f"w{writer}-{index}", CONFIG)
+
+
+@pytest.fixture
+def fork_context():
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    return multiprocessing.get_context("fork")
+
+
+def _expected_keys():
+    return {
+        entry_key("gpu", "xnor_popcount", f"w{writer}-{index}")
+        for writer in range(WRITERS)
+        for index in range(ENTRIES_PER_WRITER)
+    }
+
+
+def test_concurrent_writers_one_cache_per_process_lose_nothing(tmp_path, fork_context):
+    path = tmp_path / "cache.json"
+    processes = [fork_context.Process(target=_record_many, args=(str(path), writer)) for writer in range(WRITERS)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert set(read_json(path)["entries"]) == _expected_keys()  # lost 4-28 of 300 before
+
+
+def test_concurrent_writers_one_write_per_process_lose_nothing(tmp_path, fork_context):
+    path = tmp_path / "cache.json"
+    tasks = [(str(path), writer, index) for index in range(ENTRIES_PER_WRITER) for writer in range(WRITERS)]
+    with fork_context.Pool(WRITERS) as pool:
+        pool.starmap(_record_one, tasks, chunksize=1)
+    assert set(read_json(path)["entries"]) == _expected_keys()  # lost about half before
+
+
+# --- the command line reads any cache file -----------------------------------------------
+
+
+@pytest.mark.parametrize("case", ("kwargs-infinity", "deeply-nested", "kwargs-fraction"))
+def test_info_exits_zero_on_a_foreign_cache(isolated_tuning_cache, case):
+    content = CORRUPT[case]
+    isolated_tuning_cache.parent.mkdir(parents=True)
+    isolated_tuning_cache.write_text(content)
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    result = subprocess.run(
+        [sys.executable, "-m", "triton_kernels", "info"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(0 configs)" in result.stdout
+    assert UNREADABLE in result.stderr and "Traceback" not in result.stderr

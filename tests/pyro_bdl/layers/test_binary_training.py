@@ -78,9 +78,9 @@ def test_clip_touches_only_binary_weights(bound):
 
 @pytest.mark.parametrize("bound", [0.0, -1.0, float("nan")])
 def test_clip_rejects_non_positive_bound(bound):
-    with pytest.raises(ValueError, match="bound must be positive"):
+    with pytest.raises(ValueError, match="bound must be a finite number > 0"):
         clip_latent_weights(mixed_model(), bound)
-    with pytest.raises(ValueError, match="bound must be positive"):
+    with pytest.raises(ValueError, match="bound must be a finite number > 0"):
         attach_weight_clipping(torch.optim.SGD(mixed_model().parameters(), lr=0.1), mixed_model(), bound)
 
 

@@ -71,7 +71,7 @@ def test_mlp_output_shape(training):
 
 
 def test_mlp_rejects_zero_depth():
-    with pytest.raises(ValueError, match="depth must be at least 1"):
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
         BinaryNetMLP(depth=0)
 
 

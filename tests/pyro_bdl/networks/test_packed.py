@@ -45,6 +45,14 @@ def trained_like(model: BinaryNetMLP, gen: torch.Generator) -> BinaryNetMLP:
     return model.eval()
 
 
+def spy_pixel_gemm(monkeypatch) -> list:
+    """Record the options of every pixel_gemm (the 8-bit first layer) the packed network runs."""
+    calls = []
+    original = packed_module.pixel_gemm
+    monkeypatch.setattr(packed_module, "pixel_gemm", lambda *a, **o: calls.append(o) or original(*a, **o))
+    return calls
+
+
 def spy_gemm(monkeypatch) -> list:
     """Record the options of every xnor_gemm the packed network runs."""
     calls = []
@@ -111,15 +119,15 @@ def test_packed_scores_match_model_for_uint8_pixels(input_range, monkeypatch):
     packed = export_packed_mlp(model, input_range=input_range)
     pixels = torch.randint(0, 256, (40, 70), generator=gen, dtype=torch.uint8)
     low, high = input_range
-    calls = spy_gemm(monkeypatch)
+    calls, pixel_calls = spy_gemm(monkeypatch), spy_pixel_gemm(monkeypatch)
     with torch.no_grad():
         scores = packed(pixels)
         expected = model(low + (high - low) * pixels.float() / 255)
     torch.testing.assert_close(scores, expected, rtol=0, atol=SCORE_ATOL)
     assert torch.equal(scores.argmax(1), expected.argmax(1))
-    # the first layer: one XNOR product over all 8 bit planes, then the packed hidden layers
-    assert [call["pack_output"] for call in calls] == [False, True, False]
-    assert calls[0]["k"] == 70
+    # the first layer: one pixel_gemm writing sign words (bit planes on the CPU), then the hidden layers
+    assert [(call["pack_output"], call["method"]) for call in pixel_calls] == [(True, "auto")]
+    assert [call["pack_output"] for call in calls] == [True, False]
 
 
 def test_packed_buffers_hold_signs_and_folded_norms():
@@ -198,46 +206,67 @@ def test_large_pixel_batches_take_the_float_first_layer_with_the_same_scores(mon
     model = trained_like(BinaryNetMLP(in_features=70, hidden=96, depth=2, classes=10), gen)
     packed = export_packed_mlp(model)
     pixels = torch.randint(0, 256, (BITPLANE_MAX_ROWS + 1, 70), generator=gen, dtype=torch.uint8)
-    calls = spy_gemm(monkeypatch)
+    calls, pixel_calls = spy_gemm(monkeypatch), spy_pixel_gemm(monkeypatch)
     with torch.no_grad():
         large = packed(pixels)
+        assert pixel_calls == []  # the large batch took the float first layer
+        assert calls[0]["pack_output"] is True and calls[0]["k"] == 96
         small = torch.cat([packed(pixels[:BITPLANE_MAX_ROWS]), packed(pixels[BITPLANE_MAX_ROWS:])])
     torch.testing.assert_close(large, small, rtol=0, atol=SCORE_ATOL)
-    # the large batch made no bit-plane call: its first XNOR product is already a hidden layer
-    assert calls[0]["pack_output"] is True and calls[0]["k"] == 96
+    assert len(pixel_calls) == 2
 
 
-# --- the fused first layer -----------------------------------------------------------------
+# --- the 8-bit first layer: pixel_gemm's methods --------------------------------------------
 
 
 @pytest.mark.parametrize("depth", [1, 3])
-def test_fused_first_layer_scores_like_the_bit_planes(monkeypatch, depth):
-    """One pixel_gemm launch with the folded affine replaces the 8 bit-plane products."""
+def test_first_layer_methods_score_alike(device, depth):
+    """``fused`` (CUDA) and ``bitplane`` give one exact ``p . w`` and one folded epilogue."""
     gen = generator(43)
-    model = trained_like(BinaryNetMLP(in_features=70, hidden=96, depth=depth, classes=10), gen)
-    pixels = torch.randint(0, 256, (5, 70), generator=gen, dtype=torch.uint8)
-    bitplane = export_packed_mlp(model, input_range=(-1.0, 1.0), first_layer="bitplane")(pixels)
-    fused_net = export_packed_mlp(model, input_range=(-1.0, 1.0), first_layer="fused")
-    calls = spy_gemm(monkeypatch)
-    pixel_calls = []
-    original = packed_module.pixel_gemm
-    monkeypatch.setattr(packed_module, "pixel_gemm", lambda *a, **o: pixel_calls.append(o) or original(*a, **o))
-    fused = fused_net(pixels)
-    assert len(pixel_calls) == 1 and pixel_calls[0]["pack_output"] is True
-    torch.testing.assert_close(fused, bitplane, rtol=0, atol=SCORE_ATOL)
-    assert torch.equal(fused.argmax(1), bitplane.argmax(1))
-    assert all(call["k"] != 70 for call in calls)  # no XNOR product over the input bit planes
+    model = trained_like(BinaryNetMLP(in_features=70, hidden=96, depth=depth, classes=10), gen).to(device)
+    pixels = torch.randint(0, 256, (5, 70), generator=gen, dtype=torch.uint8).to(device)
+    with torch.no_grad():
+        expected = model(pixels.float() * (2 / 255) - 1.0)
+        by_method = {method: export_packed_mlp(model, first_layer=method)(pixels) for method in ("auto", "bitplane")}
+        if device == "cuda":
+            by_method["fused"] = export_packed_mlp(model, first_layer="fused")(pixels)
+    for scores in by_method.values():
+        torch.testing.assert_close(scores, expected, rtol=0, atol=SCORE_ATOL)
+        assert torch.equal(scores.argmax(1), expected.argmax(1))
 
 
-def test_fused_first_layer_follows_a_loaded_state_dict():
+def test_fused_first_layer_needs_the_triton_backend():
+    model = BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10).eval()
+    packed = export_packed_mlp(model, first_layer="fused")
+    with pytest.raises(ValueError, match="method='fused' is a Triton kernel, but the backend is 'cpu'"):
+        packed(torch.zeros(2, 40, dtype=torch.uint8))
+
+
+def test_pixel_first_layer_follows_a_loaded_state_dict():
     """The folded first-layer affine is derived from the buffers, so loading new ones refreshes it."""
     gen = generator(44)
     model = trained_like(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10), gen)
-    packed = export_packed_mlp(model, first_layer="fused")
-    other = export_packed_mlp(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10).eval(), first_layer="fused")
+    packed = export_packed_mlp(model)
+    other = export_packed_mlp(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10).eval())
     other.load_state_dict(packed.state_dict())
     pixels = torch.randint(0, 256, (3, 40), generator=gen, dtype=torch.uint8)
     assert torch.equal(other(pixels), packed(pixels))
+
+
+def test_export_reuses_the_layers_packed_words():
+    """In eval mode the exporter takes the words the layers cached, the same tensors, not a repack."""
+    model = trained_like(BinaryNetMLP(in_features=40, hidden=64, depth=2, classes=10), generator(45))
+    cached = [layer.packed_weight() for layer in model.layers]
+    packed = export_packed_mlp(model)
+    assert all(getattr(packed, f"words_{index}") is words for index, words in enumerate(cached))
+
+
+def test_export_rejects_nan_weights():
+    model = BinaryNetMLP(in_features=8, hidden=16, depth=1, classes=2).eval()
+    with torch.no_grad():
+        model.layers[1].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN latent weights"):
+        export_packed_mlp(model)
 
 
 def test_unknown_first_layer_route():

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 import pyro_bdl.networks.packed_convnet as packed_module
-from pyro_bdl.kernels import num_words, pack_signs
 from pyro_bdl.layers import BinaryConv2d, BinaryLinear
-from pyro_bdl.networks import PackedBinaryConvNet, binarynet_convnet, export_packed_convnet, pool_packed_signs
+from pyro_bdl.networks import PackedBinaryConvNet, binarynet_convnet, export_packed_convnet
 from tests.triton_kernels.helpers import generator, random_values
 
 SCORE_ATOL = 1e-3
@@ -49,27 +48,6 @@ def spy_gemm(monkeypatch) -> list:
 
     monkeypatch.setattr(packed_module, "xnor_gemm", spy)
     return calls
-
-
-# --- pooling on packed bits ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("height", "width", "window"), [(4, 4, 2), (5, 7, 2), (6, 6, 3)])
-def test_pool_packed_signs_equals_sign_of_pooled_folded_values(height, width, window):
-    """sign(s * maxpool(c) + t) for integer c, scales of both signs and zero, 37 channels (padding bits)."""
-    gen = generator(1)
-    channels = 37
-    counts = torch.randint(-20, 21, (3, channels, height, width), generator=gen).float()
-    scale = random_values((channels,), gen)
-    scale[:3] = 0.0
-    shift = random_values((channels,), gen) * 5
-    folded = counts * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-    pooled = nn.functional.max_pool2d(counts, window) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-    expected = pack_signs(pooled.permute(0, 2, 3, 1))
-    and_words = pack_signs(torch.where(scale >= 0, -1.0, 1.0))
-    got = pool_packed_signs(pack_signs(folded.permute(0, 2, 3, 1)), window, and_words)
-    assert got.shape == expected.shape == (3, height // window, width // window, num_words(channels))
-    assert torch.equal(got, expected)
 
 
 # --- export of BinaryNet's ConvNet -----------------------------------------------------------
@@ -160,3 +138,14 @@ def test_packed_convnet_rejects_bad_input():
         packed(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="float"):
         packed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+
+
+def test_export_reuses_the_layers_packed_words():
+    """Binary convolutions and linear layers hand over the words they cached in eval mode."""
+    model = trained_like(binarynet_convnet(in_channels=3, width=8, image_size=16, hidden=48), generator(9), (3, 16, 16))
+    packed = export_packed_convnet(model)
+    binary = [module for module in model if isinstance(module, BinaryConv2d | BinaryLinear)]
+    conv = binary[1]  # binary input: packed path (the first takes real pixels)
+    assert packed.words_1.data_ptr() == conv.packed_weight().data_ptr()
+    last = binary[-1]  # not after the flatten: its words need no permutation
+    assert packed.words_8 is last.packed_weight()
