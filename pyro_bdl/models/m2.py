@@ -1,0 +1,377 @@
+"""Semi-supervised M2 (Kingma, Mohamed, Rezende & Welling 2014), labels summed out exactly.
+
+Generative process for data rows ``x`` (data, D) with partly observed labels ``y``::
+
+    for n in data:                                      plate "data", dim -1
+        y_n ~ Categorical(pi)                           site "y" (observed where labelled)
+        z_n ~ N(0, I)                                   site "z", (latent_dim,)
+        eta = f(z_n, y_n)                               decoder MLP, (D,)
+        x_n ~ p(x | eta)                                site "obs", any observation of the GLM table
+
+The guide (:class:`M2Guide`) is ``q(y | x) q(z | x, y)``: the classifier ``q(y | x)`` and a
+Gaussian encoder of ``x`` and the label. For an unlabelled row the label is enumerated
+(``TraceEnum_ELBO``, parallel enumeration over the ``K`` classes), which gives the paper's
+eq. (7) exactly::
+
+    U(x) = sum_y q(y | x) (-L(x, y)) + H(q(y | x))
+
+where ``-L(x, y)`` is the labelled bound of eq. (6): ``E_q(z|x,y)[log p(x|y,z) + log p(y) + log p(z)
+- log q(z|x,y)]``. While the guide is in training mode (``guide.train()``, the default) it adds
+the classification term of eq. (9), ``alpha * log q(y_n | x_n)`` for each labelled row, as a
+guide factor (``pyro.factor(..., -alpha log q, has_rsample=True)``: the ELBO subtracts guide
+log-densities, so the objective gains ``+alpha log q``). The loss that plain ``SVI`` or
+:func:`pyro_bdl.inference.fit` then minimise is the paper's ``J^alpha``; because the factor sits
+in the data plate, minibatching scales it with the other per-datum terms. In eval mode
+(``guide.eval()``) the term is left out, so the ELBO is a bound on ``log p(x)`` (or
+``log p(x, y)``) and importance-weighted scoring is valid.
+
+Labels follow scikit-learn's convention for semi-supervised data: ``y`` is an integer tensor
+(data,) with ``-1`` marking an unlabelled row. Inside a batch that mixes the two, the label
+site is split by Pyro's ``obs_mask`` into ``y_observed`` and ``y_unobserved``; the guide
+enumerates ``y_unobserved`` (masked out on labelled rows, whose terms are constant over the
+enumerated values).
+
+Shapes under enumeration: ``y_unobserved`` is ``(K, 1)`` on the left of the data plate, ``z``
+``(K, data, latent_dim)``, the decoder's ``eta`` ``(K, data, D)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.infer import TraceEnum_ELBO
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from pyro_bdl.conventions import DATA_PLATE, LABEL_SITE, OBS_SITE
+from pyro_bdl.models.dlgm import ACTIVATIONS, MIN_SCALE, check_data, mlp
+from pyro_bdl.observation import ObservationModel, get_observation_model
+from pyro_bdl.validation import check_int
+
+LATENT_SITE = "z"
+"""The style variable of M2."""
+
+CLASSIFICATION_SITE = "classification"
+"""The guide factor carrying ``alpha * log q(y | x)`` for labelled rows (training mode only)."""
+
+UNLABELLED = -1
+"""The label value of an unlabelled row."""
+
+
+def enumerated_elbo(num_particles: int = 1, **kwargs) -> TraceEnum_ELBO:
+    """The loss to train M2 with: ``TraceEnum_ELBO`` with the data plate as the one plate.
+
+    Batches whose rows are all labelled enumerate nothing, which is correct here, so Pyro's
+    warning for that case is switched off. ``kwargs`` go to ``TraceEnum_ELBO``.
+    """
+    kwargs.setdefault("max_plate_nesting", 1)
+    kwargs.setdefault("strict_enumeration_warning", False)
+    return TraceEnum_ELBO(num_particles=num_particles, **kwargs)
+
+
+def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Tensor:
+    """``y`` as an integer tensor (num_data,) with values in ``{-1, 0, ..., num_classes - 1}``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be an integer torch.Tensor of shape ({num_data},), got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class indices (-1 for unlabelled), got dtype {y.dtype}")
+    if y.shape != (num_data,):
+        raise ValueError(f"y must have shape ({num_data},) to match x, got {tuple(y.shape)}")
+    if num_data and (int(y.min()) < UNLABELLED or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"y must lie in [0, {num_classes}) or be -1 for unlabelled rows, "
+            f"got values in [{int(y.min())}, {int(y.max())}]"
+        )
+    return y
+
+
+def _pyro(module: nn.Module) -> PyroModule:
+    """``module`` turned into a PyroModule in place, so SVI finds its parameters."""
+    to_pyro_module_(module)
+    return module
+
+
+class LabelConditionedMLP(PyroModule):
+    """``MLP([inputs, one_hot(y)])`` with the label entering as an embedding of the first layer.
+
+    ``W [u, one_hot(y)] = W_u u + W_y[:, y]``: the input part is computed once and the label's
+    column added by broadcasting, so enumerating ``K`` labels costs ``K`` additions, not ``K``
+    products with the (possibly 784-wide) input.
+
+    Shapes: ``inputs`` (..., in_dim) and ``y`` (...) integer, broadcastable against each other's
+    batch shape; returns (*broadcast, out_dim).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int], out_dim: int, activation: str) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("hidden must list at least one layer (the label enters at the first)")
+        embedding = nn.Embedding(num_classes, hidden[0])
+        nn.init.normal_(embedding.weight, std=1.0 / (in_dim + num_classes) ** 0.5)
+        self.input_layer = _pyro(nn.Linear(in_dim, hidden[0]))
+        self.label_embedding = _pyro(embedding)
+        self.activation = ACTIVATIONS[activation]()
+        self.rest = mlp(hidden[0], hidden[1:], out_dim, activation)
+
+    def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.activation(self.input_layer(inputs) + self.label_embedding(y)))
+
+
+class M2(PyroModule):
+    """The M2 generative model ``p(y) p(z) p(x | y, z)`` (see the module docstring).
+
+    Args:
+        data_dim: features D of each row (784 for MNIST; the M1 latent size for M1+M2).
+        num_classes: K.
+        latent_dim: size of ``z``.
+        hidden_dims: hidden sizes of the decoder MLP (at least one layer).
+        observation: a name from the GLM table for ``x`` (not ``categorical``).
+        activation: a key of :data:`pyro_bdl.models.dlgm.ACTIVATIONS`.
+        class_probs: the prior ``pi`` (K,); uniform by default.
+        **observation_params: initial likelihood parameters (``scale``, ...).
+
+    Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
+    ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
+    ``x=None`` with ``num_data`` samples rows (labels from the prior unless ``y`` is given).
+    Returns ``x`` (observed or sampled).
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        num_classes: int = 10,
+        latent_dim: int = 50,
+        hidden_dims: Sequence[int] = (500,),
+        *,
+        observation: str = "bernoulli_logit",
+        activation: str = "softplus",
+        class_probs: torch.Tensor | None = None,
+        **observation_params,
+    ) -> None:
+        super().__init__()
+        check_int("data_dim", data_dim, 1)
+        check_int("num_classes", num_classes, 2)
+        check_int("latent_dim", latent_dim, 1)
+        if observation == "categorical":
+            raise ValueError(
+                "observation='categorical' is not supported by M2: it needs one natural parameter per entry"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.data_dim, self.num_classes, self.latent_dim = data_dim, num_classes, latent_dim
+        self.hidden_dims, self.activation_name = tuple(hidden_dims), activation
+        if class_probs is None:
+            class_probs = torch.full((num_classes,), 1.0 / num_classes)
+        class_probs = torch.as_tensor(class_probs, dtype=torch.get_default_dtype())
+        if class_probs.shape != (num_classes,) or bool((class_probs <= 0).any()):
+            raise ValueError(f"class_probs must be ({num_classes},) positive probabilities, got {class_probs}")
+        self.register_buffer("class_probs", class_probs / class_probs.sum())
+        self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
+        self.positive_eta = get_observation_model(observation).eta_positive
+        self.likelihood = ObservationModel(observation, event_dim=1, plate_ndim=0, **observation_params)
+
+    def natural_parameter(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``eta = f(z, y)``: z (..., latent_dim), y (...) integer; returns (..., D)."""
+        eta = self.decoder(z, y)
+        return F.softplus(eta) + MIN_SCALE if self.positive_eta else eta
+
+    def forward(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> torch.Tensor:
+        if x is None:
+            if obs_mask is not None:
+                raise ValueError("obs_mask needs x: it marks which entries of x are observed")
+            size = check_int("num_data", num_data if y is None else y.shape[0], 1)
+            labels = None if y is None else check_partial_labels(y, size, self.num_classes)
+        else:
+            obs_mask = check_data(x, self.data_dim, obs_mask, arg="x")
+            size = x.shape[0]
+            if num_data is not None and num_data != size:
+                raise ValueError(f"num_data={num_data} disagrees with x of {size} rows")
+            labels = None if y is None else check_partial_labels(y, size, self.num_classes)
+        prior = dist.Categorical(self.class_probs)
+        with pyro.plate(DATA_PLATE, size, dim=-1):
+            if labels is None and x is None:
+                label = pyro.sample(LABEL_SITE, prior.expand([size]))
+            else:
+                label = _label_site(prior.expand([size]), labels, size)
+            zero = self.class_probs.new_zeros(())
+            z = pyro.sample(LATENT_SITE, dist.Normal(zero, 1.0).expand([size, self.latent_dim]).to_event(1))
+            eta = self.natural_parameter(z, label)
+            if obs_mask is None:
+                return self.likelihood(eta, obs=x, site_name=OBS_SITE)
+            return self.likelihood.observe_entries(eta, x, obs_mask, site_name=OBS_SITE)
+
+
+def _label_site(fn: dist.Categorical, labels: torch.Tensor | None, size: int) -> torch.Tensor:
+    """The label site of model or guide, for all-labelled, all-unlabelled or mixed batches.
+
+    All labelled: one observed site ``y``. Otherwise Pyro's ``obs_mask`` splits it into
+    ``y_observed`` and ``y_unobserved`` (model and guide agree on this rule, so site names
+    match); unlabelled entries of the observed part are filled with class 0 and masked out.
+    """
+    if labels is not None and bool((labels >= 0).all()):
+        return pyro.sample(LABEL_SITE, fn, obs=labels)
+    if labels is None:
+        labels = torch.full((size,), UNLABELLED, dtype=torch.long, device=fn.logits.device)
+    labelled = labels >= 0
+    return pyro.sample(LABEL_SITE, fn, obs=labels.clamp(min=0), obs_mask=labelled)
+
+
+class M2Guide(PyroModule):
+    """``q(y | x) q(z | x, y)`` for :class:`M2`, with the classification term while training.
+
+    Args:
+        data_dim, num_classes, latent_dim: as the model's.
+        hidden_dims: hidden sizes of the classifier and of the ``z`` encoder.
+        activation: a key of :data:`pyro_bdl.models.dlgm.ACTIVATIONS`.
+        alpha: weight of ``log q(y | x)`` on labelled rows (eq. 9). Kingma et al. use
+            ``alpha = 0.1 N`` in their per-batch objective; here every term is per datum, so
+            the same weighting is ``alpha = 0.1 * N_total / N_labelled`` relative to one row.
+        classifier_dropout: dropout before each hidden layer of the classifier (0 = none).
+
+    Call as ``guide(x, y=None, *, obs_mask=None, num_data=None)`` like the model; missing
+    entries of ``x`` (``obs_mask`` False) are fed to the networks as 0.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        num_classes: int = 10,
+        latent_dim: int = 50,
+        hidden_dims: Sequence[int] = (500,),
+        *,
+        activation: str = "softplus",
+        alpha: float = 0.1,
+        classifier_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_int("data_dim", data_dim, 1)
+        check_int("num_classes", num_classes, 2)
+        check_int("latent_dim", latent_dim, 1)
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
+            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+        if not 0.0 <= classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must lie in [0, 1), got {classifier_dropout!r}")
+        self.data_dim, self.num_classes, self.latent_dim = data_dim, num_classes, latent_dim
+        self.alpha = float(alpha)
+        layers: list[nn.Module] = []
+        width = data_dim
+        for size in hidden_dims:
+            if classifier_dropout > 0:
+                layers.append(nn.Dropout(classifier_dropout))
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.classifier = _pyro(nn.Sequential(*layers))
+        self.encoder = LabelConditionedMLP(data_dim, num_classes, tuple(hidden_dims), 2 * latent_dim, activation)
+
+    @classmethod
+    def for_model(cls, model: M2, **kwargs) -> M2Guide:
+        """A guide whose sizes mirror ``model``; ``kwargs`` as for ``__init__``."""
+        kwargs.setdefault("activation", model.activation_name)
+        kwargs.setdefault("hidden_dims", model.hidden_dims)
+        return cls(model.data_dim, model.num_classes, model.latent_dim, **kwargs)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Classifier logits of ``q(y | x)``: x (data, D) -> (data, K)."""
+        return self.classifier(x)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """``q(y | x)`` as probabilities (data, K), computed in eval mode (no dropout)."""
+        check_data(x, self.data_dim, arg="x")
+        was_training = self.training
+        self.eval()
+        try:
+            return self.logits(x).softmax(-1)
+        finally:
+            self.train(was_training)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable class under ``q(y | x)``: (data,) long."""
+        return self.predict_proba(x).argmax(-1)
+
+    def latent_distribution(self, x: torch.Tensor, y: torch.Tensor) -> dist.Normal:
+        """``q(z | x, y)``, batch shape broadcast of (data,) and ``y``'s, event (latent_dim,)."""
+        loc, raw_scale = self.encoder(x, y).chunk(2, dim=-1)
+        return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        obs_mask: torch.Tensor | None = None,
+        num_data: int | None = None,
+    ) -> torch.Tensor:
+        if x is None:
+            raise ValueError(f"the guide needs x (data, {self.data_dim}) to encode; got x=None")
+        obs_mask = check_data(x, self.data_dim, obs_mask, arg="x")
+        size = x.shape[0]
+        if num_data is not None and num_data != size:
+            raise ValueError(f"num_data={num_data} disagrees with x of {size} rows")
+        labels = None if y is None else check_partial_labels(y, size, self.num_classes)
+        inputs = x if obs_mask is None else torch.where(obs_mask, x, torch.zeros_like(x))
+        logits = self.logits(inputs)
+        with pyro.plate(DATA_PLATE, size, dim=-1):
+            label = _guide_label(dist.Categorical(logits=logits), labels)
+            if self.training and self.alpha > 0 and labels is not None and bool((labels >= 0).any()):
+                log_q = dist.Categorical(logits=logits).log_prob(labels.clamp(min=0))
+                term = torch.where(labels >= 0, -self.alpha * log_q, torch.zeros_like(log_q))
+                pyro.factor(CLASSIFICATION_SITE, term, has_rsample=True)
+            z = pyro.sample(LATENT_SITE, self.latent_distribution(inputs, label))
+        return z
+
+
+def _guide_label(fn: dist.Categorical, labels: torch.Tensor | None) -> torch.Tensor:
+    """The guide's side of :func:`_label_site`: nothing for all-labelled batches, else the
+    unobserved labels drawn from ``q(y | x)``, enumerated in parallel, masked on labelled rows."""
+    if labels is not None and bool((labels >= 0).all()):
+        return labels
+    if labels is None:
+        labels = torch.full(fn.batch_shape, UNLABELLED, dtype=torch.long, device=fn.logits.device)
+    labelled = labels >= 0
+    with pyro.poutine.mask(mask=~labelled):
+        unobserved = pyro.sample(f"{LABEL_SITE}_unobserved", fn, infer={"enumerate": "parallel"})
+    return torch.where(labelled, labels, unobserved)
+
+
+@torch.no_grad()
+def analogies(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Fix each row's style, vary the class: ``E[x | z_n, k]`` for every class ``k``.
+
+    ``z_n`` is the mean of ``q(z | x_n, y_n)``, with ``y_n`` the given label or, where ``y`` is
+    ``None`` or ``-1``, the classifier's prediction (the seed's "analogical reasoning" figure).
+
+    Shapes: ``x`` (n, D), ``y`` (n,) or None; returns (n, K, D).
+    """
+    check_data(x, model.data_dim, arg="x")
+    predicted = guide.predict(x)
+    labels = (
+        predicted if y is None else torch.where(check_partial_labels(y, len(x), model.num_classes) >= 0, y, predicted)
+    )
+    style = guide.latent_distribution(x, labels).mean  # (n, latent_dim)
+    classes = torch.arange(model.num_classes, device=x.device)
+    eta = model.natural_parameter(style.unsqueeze(-2).expand(-1, model.num_classes, -1), classes)
+    return model.likelihood.mean(eta)
+
+
+@torch.no_grad()
+def class_conditional_samples(
+    model: M2, num_per_class: int, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``E[x | z, k]`` for ``z`` drawn from the prior, the same ``z`` across classes: (num_per_class, K, D)."""
+    check_int("num_per_class", num_per_class, 1)
+    z = torch.randn(num_per_class, 1, model.latent_dim, generator=generator).expand(-1, model.num_classes, -1)
+    return model.likelihood.mean(model.natural_parameter(z, torch.arange(model.num_classes)))
