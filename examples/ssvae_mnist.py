@@ -217,7 +217,7 @@ def main(args: argparse.Namespace) -> dict:
     dim = data["labelled_x"].shape[1]
     observation = {"observation": "bernoulli_logit"}
     if not binary_input:
-        observation = {"observation": "gaussian", "scale": torch.ones(dim)}
+        observation = {"observation": "gaussian", "observation_params": {"scale": torch.ones(dim)}}
     model = M2(dim, 10, args.latent_dim, (args.hidden,), activation="softplus", **observation)
     alpha = args.alpha * (len(data["labelled_x"]) + len(data["unlabelled_x"])) / len(data["labelled_x"])
     guide = M2Guide.for_model(model, alpha=alpha, classifier_dropout=args.classifier_dropout)

@@ -49,9 +49,9 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyro_bdl.conventions import DATA_PLATE, LABEL_SITE, OBS_SITE
-from pyro_bdl.models.dlgm import ACTIVATIONS, MIN_SCALE, check_data, mlp
+from pyro_bdl.models.dlgm import ACTIVATIONS, MIN_SCALE, mlp
 from pyro_bdl.observation import ObservationModel, get_observation_model
-from pyro_bdl.validation import check_int
+from pyro_bdl.validation import check_int, check_num_data, check_table
 
 LATENT_SITE = "z"
 """The style variable of M2."""
@@ -133,7 +133,8 @@ class M2(PyroModule):
         observation: a name from the GLM table for ``x`` (not ``categorical``).
         activation: a key of :data:`pyro_bdl.models.dlgm.ACTIVATIONS`.
         class_probs: the prior ``pi`` (K,); uniform by default.
-        **observation_params: initial likelihood parameters (``scale``, ...).
+        observation_params: initial likelihood parameters (``{"scale": ...}``, ...).
+        learn_params: fit the observation model's parameters (else keep them fixed).
 
     Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
     ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
@@ -151,7 +152,8 @@ class M2(PyroModule):
         observation: str = "bernoulli_logit",
         activation: str = "softplus",
         class_probs: torch.Tensor | None = None,
-        **observation_params,
+        observation_params: dict | None = None,
+        learn_params: bool = True,
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -173,7 +175,9 @@ class M2(PyroModule):
         self.register_buffer("class_probs", class_probs / class_probs.sum())
         self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
         self.positive_eta = get_observation_model(observation).eta_positive
-        self.likelihood = ObservationModel(observation, event_dim=1, plate_ndim=0, **observation_params)
+        self.likelihood = ObservationModel(
+            observation, event_dim=1, plates=(), learn_params=learn_params, **(observation_params or {})
+        )
 
     def natural_parameter(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``eta = f(z, y)``: z (..., latent_dim), y (...) integer; returns (..., D)."""
@@ -188,17 +192,12 @@ class M2(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> torch.Tensor:
-        if x is None:
-            if obs_mask is not None:
-                raise ValueError("obs_mask needs x: it marks which entries of x are observed")
-            size = check_int("num_data", num_data if y is None else y.shape[0], 1)
-            labels = None if y is None else check_partial_labels(y, size, self.num_classes)
-        else:
-            obs_mask = check_data(x, self.data_dim, obs_mask, arg="x")
-            size = x.shape[0]
-            if num_data is not None and num_data != size:
-                raise ValueError(f"num_data={num_data} disagrees with x of {size} rows")
-            labels = None if y is None else check_partial_labels(y, size, self.num_classes)
+        if x is None and num_data is None and isinstance(y, torch.Tensor):
+            num_data = y.shape[0]  # labels alone: sample one image per label
+        size = check_num_data(x, num_data, obs_mask)
+        if x is not None:
+            x = check_table("x", x, self.data_dim, obs_mask)
+        labels = None if y is None else check_partial_labels(y, size, self.num_classes)
         prior = dist.Categorical(self.class_probs)
         with pyro.plate(DATA_PLATE, size, dim=-1):
             if labels is None and x is None:
@@ -290,7 +289,7 @@ class M2Guide(PyroModule):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """``q(y | x)`` as probabilities (data, K), computed in eval mode (no dropout)."""
-        check_data(x, self.data_dim, arg="x")
+        check_table("x", x, self.data_dim)
         was_training = self.training
         self.eval()
         try:
@@ -309,7 +308,7 @@ class M2Guide(PyroModule):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | None = None,
         y: torch.Tensor | None = None,
         *,
         obs_mask: torch.Tensor | None = None,
@@ -317,10 +316,8 @@ class M2Guide(PyroModule):
     ) -> torch.Tensor:
         if x is None:
             raise ValueError(f"the guide needs x (data, {self.data_dim}) to encode; got x=None")
-        obs_mask = check_data(x, self.data_dim, obs_mask, arg="x")
-        size = x.shape[0]
-        if num_data is not None and num_data != size:
-            raise ValueError(f"num_data={num_data} disagrees with x of {size} rows")
+        x = check_table("x", x, self.data_dim, obs_mask)
+        size = check_num_data(x, num_data, obs_mask)
         labels = None if y is None else check_partial_labels(y, size, self.num_classes)
         inputs = x if obs_mask is None else torch.where(obs_mask, x, torch.zeros_like(x))
         logits = self.logits(inputs)
@@ -356,7 +353,7 @@ def analogies(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tensor | None
 
     Shapes: ``x`` (n, D), ``y`` (n,) or None; returns (n, K, D).
     """
-    check_data(x, model.data_dim, arg="x")
+    check_table("x", x, model.data_dim)
     predicted = guide.predict(x)
     labels = (
         predicted if y is None else torch.where(check_partial_labels(y, len(x), model.num_classes) >= 0, y, predicted)

@@ -29,7 +29,7 @@ from pyro_bdl.bnn import (
 )
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.inference import scale_data_plate
-from pyro_bdl.models import DLGM, BXPCAModel, DLGMGuide, GLMModel
+from pyro_bdl.models import DLGM, M2, BXPCAModel, DLGMGuide, GLMModel, M2Guide
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -70,6 +70,7 @@ MODELS = [
     Case("bnn_classifier", lambda: (m := BNNClassifier(bayesianize(_mlp(CLASSES))), MeanFieldGuide(m)), "label"),
     Case("mc_dropout_regressor", lambda: (m := MCDropoutRegressor(_mlp(1, dropout=True)), MAPGuide(m)), "real"),
     Case("mc_dropout_classifier", lambda: (m := MCDropoutClassifier(_mlp(CLASSES, True)), MAPGuide(m)), "label"),
+    Case("m2", lambda: (m := M2(FEATURES, CLASSES, 2, (8,)), M2Guide.for_model(m, alpha=1.0)), "label"),
 ]
 
 
