@@ -53,13 +53,24 @@ from pyro_bdl.bnn import (
     flipout,
     local_reparameterization,
 )
-from pyro_bdl.data import UCISplit, list_uci_datasets, load_uci_dataset, uci_root_from_env
+from pyro_bdl.data import UCISplit, list_uci_datasets, load_uci_dataset
 from pyro_bdl.evaluation import (
     gaussian_mixture_log_likelihood,
     interval_coverage,
     predictive_interval,
     predictive_mean_std,
     rmse,
+)
+from pyro_bdl.experiment import (
+    UsageError,
+    add_common_arguments,
+    data_root,
+    environment,
+    environment_line,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
 )
 from pyro_bdl.inference.fit import fit
 
@@ -96,14 +107,21 @@ PUBLISHED = {
     },
     "yacht": {"pbp_rmse": (1.015, 0.054), "pbp_ll": (-1.634, 0.016), "dropout_rmse": 1.11, "dropout_ll": -1.55},
 }
+PUBLISHED_SOURCE = "PBP: Hernandez-Lobato & Adams 2015, Tables 2-3; dropout: Gal & Ghahramani 2016, Table 1"
+GRID = {
+    "gamma(1,0.1)-lr0.01-1000steps": {"noise_prior": (1.0, 0.1), "lr": 1e-2, "min_steps": 1000},
+    "gamma(6,6)-lr0.01-1000steps": {"noise_prior": (6.0, 6.0), "lr": 1e-2, "min_steps": 1000},
+    "gamma(1,0.1)-lr0.02-500steps": {"noise_prior": (1.0, 0.1), "lr": 2e-2, "min_steps": 500},
+    "gamma(6,6)-lr0.02-500steps": {"noise_prior": (6.0, 6.0), "lr": 2e-2, "min_steps": 500},
+}
+"""``--select-on-validation``'s settings: two noise priors x two step/learning-rate schedules."""
 METHODS = ("bbb", "mc-dropout")
 ESTIMATORS = ("local", "flipout", "none")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="the uci folder (default: $PYRO_BDL_DATA/uci)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bnn_uci"), help="results folder")
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, out="runs/bnn_uci")
     parser.add_argument("--datasets", nargs="+", default=None, help="data set names (default: every one found)")
     parser.add_argument("--method", choices=METHODS, default="bbb")
     parser.add_argument("--estimator", choices=ESTIMATORS, default="local", help="gradient estimator for bbb")
@@ -129,10 +147,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=("SHAPE", "RATE"),
         help="Gamma prior of the noise precision of the standardised targets (PBP used 6 6)",
     )
+    parser.add_argument(
+        "--select-on-validation",
+        action="store_true",
+        help="choose --noise-prior, --lr and --min-steps per data set from GRID on validation rows (see above)",
+    )
+    parser.add_argument(
+        "--selection-splits",
+        type=int,
+        default=3,
+        help="--select-on-validation votes on this many first splits",
+    )
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.2, help="share of each training split held out for selection"
+    )
     parser.add_argument("--dropout", type=float, default=0.05, help="dropout rate of mc-dropout")
     parser.add_argument("--num-samples", type=int, default=200, help="posterior draws for the test predictive")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="ignore results already in the output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -141,16 +171,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="turn off Pyro's and torch.distributions' argument validation while training (about 20%% faster)",
     )
     args = parser.parse_args(argv)
-    for name in ("batch_size", "num_samples", "threads"):
+    for name in ("batch_size", "num_samples", "threads", "selection_splits"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("max_splits", "max_splits_large"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not args.epochs_factor > 0 or args.min_steps < 0:
         parser.error("--epochs-factor must be positive and --min-steps non-negative")
     if not args.lr > 0 or not args.prior_scale > 0 or not 0 < args.dropout < 1:
         parser.error("need --lr > 0, --prior-scale > 0 and 0 < --dropout < 1")
+    if not 0 < args.validation_fraction < 1:
+        parser.error(f"--validation-fraction must lie in (0, 1), got {args.validation_fraction}")
     return args
 
 
@@ -211,7 +243,13 @@ def evaluate(model, guide, split: UCISplit, num_samples: int) -> dict:
     }
 
 
+def with_setting(args: argparse.Namespace, setting: dict) -> argparse.Namespace:
+    """``args`` with a grid setting's values (noise prior, lr, min steps) put in."""
+    return argparse.Namespace(**{**vars(args), **setting})
+
+
 def run_split(args: argparse.Namespace, split: UCISplit) -> dict:
+    """Fit on ``split.x_train`` and score on ``split.x_test`` (test rows, or validation rows)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed + split.split)
     (train_model, train_guide), (model, guide) = build_model(args, split)
@@ -306,45 +344,80 @@ def format_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    temporary.replace(path)
-
-
 def config_of(args: argparse.Namespace) -> dict:
     """The settings that change results (a resumed run must share them)."""
     keys = ("method", "estimator", "epochs_factor", "min_steps", "batch_size", "lr", "prior_scale", "noise_prior")
     keys = (*keys, "dropout")
     config = {key: getattr(args, key) for key in (*keys, "num_samples", "seed")}
     config["noise_prior"] = list(config["noise_prior"])
+    if args.select_on_validation:
+        config["selection"] = {
+            "grid": {name: {**setting, "noise_prior": list(setting["noise_prior"])} for name, setting in GRID.items()},
+            "splits": args.selection_splits,
+            "validation_fraction": args.validation_fraction,
+        }
     return config
 
 
 def main(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
+    setup(args)
     if not args.skip_checks:
         return run(args)
     with pyro.validation_enabled(False):
         return run(args)
 
 
+def load_previous(results_path: Path, config: dict, fresh: bool) -> dict:
+    """The results a previous run with the same settings left, or an empty start."""
+    if not results_path.exists() or fresh:
+        return {}
+    saved = json.loads(results_path.read_text())
+    if saved.get("config") != config:
+        raise UsageError(
+            f"{results_path} holds results of other settings {saved.get('config')}; "
+            f"this run has {config}. Pass --fresh to overwrite it or --out to write elsewhere"
+        )
+    return saved
+
+
+def select_setting(args, data, payload, save) -> str:
+    """Fit every GRID setting on the validation parts of the first splits; the best mean validation LL wins."""
+    record = payload["selection"].setdefault(data.name, {"scores": {}, "chosen": None})
+    splits = range(min(args.selection_splits, data.num_splits))
+    for k in splits:
+        part = data.validation_split(k, args.validation_fraction, seed=args.seed)
+        for name, setting in GRID.items():
+            runs = record["scores"].setdefault(name, [])
+            if not any(run["split"] == k for run in runs):
+                runs.append(run_split(with_setting(args, setting), part))
+                save()
+    means = {
+        name: math.fsum(run["log_likelihood"] for run in runs) / len(runs) for name, runs in record["scores"].items()
+    }
+    record["mean_validation_log_likelihood"] = means
+    record["chosen"] = max(GRID, key=lambda name: means[name])
+    return record["chosen"]
+
+
 def run(args: argparse.Namespace) -> dict:
-    root = args.data if args.data is not None else uci_root_from_env()
+    root = data_root(args, "uci")
     names = args.datasets if args.datasets is not None else list_uci_datasets(root)
+    if not names:
+        raise UsageError(f"no UCI data sets in {root} (expected one folder per data set holding data.txt)")
     results_path = args.out / RESULTS_NAME
     config = config_of(args)
-    previous = {}
-    if results_path.exists() and not args.fresh:
-        saved = json.loads(results_path.read_text())
-        if saved.get("config") != config:
-            raise ValueError(
-                f"{results_path} holds results of other settings {saved.get('config')}; "
-                f"this run has {config}. Pass --fresh to overwrite it or --out to write elsewhere"
-            )
-        previous = saved.get("splits", {})
-    payload = {"config": config, "device": "cpu", "threads": args.threads, "splits": previous, "summary": {}}
+    previous = load_previous(results_path, config, args.fresh)
+    payload = {
+        "config": config,
+        "environment": environment(),
+        "splits": previous.get("splits", {}),
+        "selection": previous.get("selection", {}),
+        "summary": {},
+    }
+
+    def save() -> None:
+        write_results(results_path, payload, quiet=True)
+
     datasets = {name: load_uci_dataset(root, name) for name in names}
     plan = []
     for name, data in datasets.items():
@@ -352,27 +425,32 @@ def run(args: argparse.Namespace) -> dict:
         limit = min(x for x in (limit, args.max_splits, data.num_splits) if x is not None)
         plan.extend((name, k) for k in range(limit))
     started, cpu_started = time.perf_counter(), time.process_time()
+    chosen = {}
     for name, k in tqdm(plan, desc="splits", disable=args.no_progress):
+        if name not in chosen:
+            chosen[name] = select_setting(args, datasets[name], payload, save) if args.select_on_validation else None
         runs = payload["splits"].setdefault(name, [])
         if any(run["split"] == k for run in runs):
             continue
-        runs.append(run_split(args, datasets[name].split(k)))
+        settings = args if chosen[name] is None else with_setting(args, GRID[chosen[name]])
+        runs.append(run_split(settings, datasets[name].split(k)))
         runs.sort(key=lambda run: run["split"])
-        write_json(results_path, payload)
+        save()
     for name, data in datasets.items():
         runs = [run for run in payload["splits"].get(name, []) if any(run["split"] == k for n, k in plan if n == name)]
         payload["summary"][name] = summarise(name, runs, data.num_splits)
     payload["wall_seconds_this_run"] = time.perf_counter() - started
     payload["cpu_seconds_this_run"] = time.process_time() - cpu_started
     payload["published"] = {
-        "source": "PBP: Hernandez-Lobato & Adams 2015, Tables 2-3; dropout: Gal & Ghahramani 2016, Table 1",
+        "source": PUBLISHED_SOURCE,
         "values": {name: PUBLISHED[name] for name in names if name in PUBLISHED},
     }
-    write_json(results_path, payload)
+    save()
     print(format_table(payload["summary"]))
-    print(f"wrote {results_path}")
+    print(f"measured on: {environment_line(payload['environment'])}")
+    print(f"results written to {results_path}")
     return payload
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

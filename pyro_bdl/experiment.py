@@ -1,0 +1,221 @@
+"""What every example and benchmark script shares: flags, environment capture, errors, resume.
+
+* :func:`add_common_arguments` adds ``--data``, ``--out``, ``--threads``, ``--seed`` and
+  ``--device`` (each one optional) to an ``argparse`` parser; :func:`make_parser` builds a
+  parser whose ``--help`` shows every default.
+* :func:`environment` records where a number was measured: CPU model, core count, threads,
+  Python / torch / pyro versions, the GPU if one was used. Every results JSON carries it,
+  because timings and even UCI splits differ between machines.
+* :func:`run_main` runs a script's ``main``: an expected error (:class:`UsageError`,
+  ``ValueError``, ``FileNotFoundError``) becomes one line on stderr and exit code 2, a bug
+  keeps its traceback.
+* :func:`setup` applies ``--threads``, ``--seed`` and ``--device`` and checks the device.
+* :class:`Checkpointer`: the one resume path for loops that do not go through
+  :func:`pyro_bdl.inference.fit` (which resumes on its own): model, optimizer, progress and
+  every random stream (:func:`pyro_bdl.checkpoint.rng_state`) saved atomically after each
+  epoch, so a killed run resumed at the same thread count ends bit-identical.
+* :func:`write_results` writes a JSON atomically and prints where it went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_bdl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pyro_bdl.data.mnist import DATA_ENV
+from triton_kernels.files import atomic_write_text
+
+__all__ = [
+    "Checkpointer",
+    "UsageError",
+    "add_common_arguments",
+    "cpu_model",
+    "data_root",
+    "environment",
+    "environment_line",
+    "make_parser",
+    "run_main",
+    "setup",
+    "write_results",
+]
+
+DEVICES = ("cpu", "cuda")
+EXPECTED_ERRORS = (ValueError, FileNotFoundError)
+
+
+class UsageError(Exception):
+    """An error of the command line or the environment, reported as one line (exit code 2)."""
+
+
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser whose ``--help`` keeps the description's layout and shows every default."""
+
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    return argparse.ArgumentParser(description=description, formatter_class=Formatter)
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    out: str | None = None,
+    data: bool = True,
+    threads: int | None = 1,
+    seed: int | None = 0,
+    device: bool = False,
+) -> None:
+    """Add the shared flags; pass ``None``/``False`` for one a script does not have.
+
+    Args:
+        out: default results folder (``--out``), or None for no such flag.
+        data: add ``--data`` (default: ``$PYRO_BDL_DATA``, else ``../shared/data``).
+        threads: default of ``--threads`` (torch intra-op threads), or None.
+        seed: default of ``--seed``, or None.
+        device: add ``--device {cpu,cuda}`` (default ``cpu``).
+    """
+    if data:
+        parser.add_argument(
+            "--data",
+            type=Path,
+            default=None,
+            help=f"data folder holding mnist/ and uci/ (default: ${DATA_ENV}, else ../shared/data)",
+        )
+    if out is not None:
+        parser.add_argument("--out", type=Path, default=Path(out), help="results folder")
+    if threads is not None:
+        parser.add_argument("--threads", type=int, default=threads, help="torch intra-op threads")
+    if seed is not None:
+        parser.add_argument("--seed", type=int, default=seed, help="random seed")
+    if device:
+        parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to train")
+
+
+def data_root(args: argparse.Namespace, subfolder: str) -> Path:
+    """``<--data>/<subfolder>``, else ``$PYRO_BDL_DATA/<subfolder>``, else ``../shared/data/<subfolder>``.
+
+    ``--data`` may also name the subfolder itself (``--data ~/data/mnist``).
+    """
+    given = getattr(args, "data", None)
+    if given is not None:
+        given = Path(given).expanduser()
+        return given if given.name == subfolder else given / subfolder
+    return Path(os.environ.get(DATA_ENV) or "../shared/data").expanduser() / subfolder
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` and ``--seed``; return the ``--device`` (cpu when absent), checked."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    seed = getattr(args, "seed", None)
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = torch.device(getattr(args, "device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return device
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Where and with what a number was measured, for every results JSON."""
+    import pyro
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "device": str(device) if device is not None else "cpu",
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def environment_line(info: dict[str, Any]) -> str:
+    """One human line of :func:`environment`'s dict, for docs and logs."""
+    where = info.get("gpu") or info["cpu"]
+    return (
+        f"{where}, {info['cpu_count']} cores, {info['torch_threads']} torch thread(s), "
+        f"torch {info['torch']}, pyro {info['pyro']}"
+    )
+
+
+def write_results(path: str | os.PathLike[str], payload: dict[str, Any], *, quiet: bool = False) -> Path:
+    """Write ``payload`` as JSON atomically (folders created) and print where it went."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=1))
+    if not quiet:
+        print(f"results written to {path}")
+    return path
+
+
+def run_main(main: Callable[[argparse.Namespace], Any], parse_args: Callable[[Sequence[str] | None], Any]) -> None:
+    """``main(parse_args(None))``; expected errors become one stderr line and exit code 2."""
+    try:
+        main(parse_args(None))
+    except (UsageError, *EXPECTED_ERRORS) as error:
+        name = Path(sys.argv[0]).name
+        print(f"{name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+class Checkpointer:
+    """Exact resume for a hand-written epoch loop.
+
+    ``state()`` returns what to save besides the random streams (``state_dict``s, epoch,
+    history); ``restore(saved)`` puts it back. :meth:`load` restores state and random
+    streams if ``path`` exists and returns the saved dict (else None); :meth:`save` writes
+    them atomically, removing temporaries a killed earlier write left.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.path, {**state, "rng": rng_state()})
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        saved = load_checkpoint(self.path)
+        if "rng" not in saved:
+            raise ValueError(f"{self.path} has no random-stream state; it was not written by this version")
+        set_rng_state(saved["rng"])
+        return saved
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
