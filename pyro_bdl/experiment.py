@@ -31,17 +31,29 @@ from typing import Any
 import torch
 
 from pyro_bdl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from pyro_bdl.data.mnist import DATA_ENV
+from pyro_bdl.data.mnist import (
+    DATA_ENV,
+    MNIST,
+    MNIST_TRAIN_SIZE,
+    default_validation_size,
+    load_mnist,
+    train_validation_split,
+)
 from triton_kernels.files import atomic_write_text
 
 __all__ = [
     "Checkpointer",
     "UsageError",
     "add_common_arguments",
+    "add_mnist_split_arguments",
+    "arguments_record",
+    "check_mnist_split_arguments",
     "cpu_model",
     "data_root",
     "environment",
     "environment_line",
+    "is_full_mnist_protocol",
+    "load_mnist_train_valid",
     "make_parser",
     "run_main",
     "setup",
@@ -72,7 +84,7 @@ def add_common_arguments(
     data: bool = True,
     threads: int | None = 1,
     seed: int | None = 0,
-    device: bool = False,
+    device: str | None = None,
 ) -> None:
     """Add the shared flags; pass ``None``/``False`` for one a script does not have.
 
@@ -81,7 +93,7 @@ def add_common_arguments(
         data: add ``--data`` (default: ``$PYRO_BDL_DATA``, else ``../shared/data``).
         threads: default of ``--threads`` (torch intra-op threads), or None.
         seed: default of ``--seed``, or None.
-        device: add ``--device {cpu,cuda}`` (default ``cpu``).
+        device: default of ``--device {cpu,cuda}``, or None for no such flag.
     """
     if data:
         parser.add_argument(
@@ -96,19 +108,60 @@ def add_common_arguments(
         parser.add_argument("--threads", type=int, default=threads, help="torch intra-op threads")
     if seed is not None:
         parser.add_argument("--seed", type=int, default=seed, help="random seed")
-    if device:
-        parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to train")
+    if device is not None:
+        parser.add_argument("--device", choices=DEVICES, default=device, help="where to train")
+
+
+def add_mnist_split_arguments(parser: argparse.ArgumentParser, *, test_limit: bool = True) -> None:
+    """``--limit``, ``--validation`` (adapting to ``--limit``) and optionally ``--test-limit``."""
+    parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=None,
+        help="last training images held out (default: 10,000 of 60,000, else a sixth of --limit)",
+    )
+    if test_limit:
+        parser.add_argument("--test-limit", type=int, default=None, help="score only the first TEST_LIMIT test images")
+
+
+def check_mnist_split_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse non-positive ``--limit``/``--test-limit`` and a ``--validation`` that leaves nothing to train on."""
+    for name in ("limit", "test_limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.validation is not None:
+        available = args.limit if args.limit is not None else MNIST_TRAIN_SIZE
+        if not 0 <= args.validation < available:
+            parser.error(
+                f"--validation must lie in [0, {available - 1}] (training images available), got {args.validation}"
+            )
+
+
+def load_mnist_train_valid(args: argparse.Namespace) -> tuple[MNIST, MNIST]:
+    """The first ``--limit`` training images cut into train and the last ``--validation`` (or its default)."""
+    train_full = load_mnist(data_root(args, "mnist"), "train", limit=args.limit)
+    validation = args.validation if args.validation is not None else default_validation_size(len(train_full))
+    if not 0 <= validation < len(train_full):
+        raise UsageError(f"--validation must lie in [0, {len(train_full) - 1}], got {validation}")
+    return train_validation_split(train_full, validation)
+
+
+def is_full_mnist_protocol(args: argparse.Namespace) -> bool:
+    """Whether the run used all 60,000 training and 10,000 test images (published numbers apply)."""
+    return args.limit is None and getattr(args, "test_limit", None) is None
 
 
 def data_root(args: argparse.Namespace, subfolder: str) -> Path:
     """``<--data>/<subfolder>``, else ``$PYRO_BDL_DATA/<subfolder>``, else ``../shared/data/<subfolder>``.
 
-    ``--data`` may also name the subfolder itself (``--data ~/data/mnist``).
+    ``--data`` may name the data folder (holding ``<subfolder>/``) or the subfolder itself.
     """
     given = getattr(args, "data", None)
     if given is not None:
         given = Path(given).expanduser()
-        return given if given.name == subfolder else given / subfolder
+        return given / subfolder if (given / subfolder).is_dir() else given
     return Path(os.environ.get(DATA_ENV) or "../shared/data").expanduser() / subfolder
 
 
@@ -169,6 +222,11 @@ def environment_line(info: dict[str, Any]) -> str:
     )
 
 
+def arguments_record(args: argparse.Namespace) -> dict[str, Any]:
+    """``vars(args)`` with paths as strings, for a results JSON."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
 def write_results(path: str | os.PathLike[str], payload: dict[str, Any], *, quiet: bool = False) -> Path:
     """Write ``payload`` as JSON atomically (folders created) and print where it went."""
     path = Path(path)
@@ -208,10 +266,10 @@ class Checkpointer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.path, {**state, "rng": rng_state()})
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self, map_location: str | torch.device | None = "cpu") -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        saved = load_checkpoint(self.path)
+        saved = load_checkpoint(self.path, map_location=map_location)
         if "rng" not in saved:
             raise ValueError(f"{self.path} has no random-stream state; it was not written by this version")
         set_rng_state(saved["rng"])
