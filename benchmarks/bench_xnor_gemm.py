@@ -248,9 +248,8 @@ def environment(device: torch.device) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = setup(args)
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = setup(args)
     env = environment(device)
     print(f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}", flush=True)
     result: dict = {"environment": env, "rows": []}
