@@ -39,7 +39,7 @@ from pyro_bdl.data.mnist import (
     load_mnist,
     train_validation_split,
 )
-from triton_kernels.files import atomic_write_text
+from triton_kernels.files import atomic_write_text, remove_stale_temporaries
 
 __all__ = [
     "Checkpointer",
@@ -267,6 +267,7 @@ class Checkpointer:
         save_checkpoint(self.path, {**state, "rng": rng_state()})
 
     def load(self, map_location: str | torch.device | None = "cpu") -> dict[str, Any] | None:
+        remove_stale_temporaries(self.path)
         if not self.path.is_file():
             return None
         saved = load_checkpoint(self.path, map_location=map_location)
