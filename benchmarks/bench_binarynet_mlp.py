@@ -1,4 +1,4 @@
-"""End-to-end inference of BinaryNet's MNIST MLP (784 - 3 x 4096 - 10): packed vs float torch.
+"""End-to-end inference of BinaryNet's (Theano) MNIST MLP, 784 - 3 x 4096 - 10: packed vs float torch.
 
 Four implementations of the same trained-shape network (batch norm folded, sign
 activations), timed at batch 1 and 1024 on real MNIST test images:
