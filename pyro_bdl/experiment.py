@@ -228,9 +228,10 @@ def arguments_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_results(path: str | os.PathLike[str], payload: dict[str, Any], *, quiet: bool = False) -> Path:
-    """Write ``payload`` as JSON atomically (folders created) and print where it went."""
+    """Write ``payload`` as JSON atomically (folders created, a killed earlier write's temporary removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     atomic_write_text(path, json.dumps(payload, indent=1))
     if not quiet:
         print(f"results written to {path}")

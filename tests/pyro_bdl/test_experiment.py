@@ -70,6 +70,8 @@ def test_environment_names_the_cpu_and_the_versions():
 
 
 def test_write_results_is_atomic_and_says_where(tmp_path, capsys):
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / ".r.json.x1.tmp").write_text("{partial")  # left by a killed write
     path = write_results(tmp_path / "deep" / "r.json", {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert f"results written to {path}" in capsys.readouterr().out
