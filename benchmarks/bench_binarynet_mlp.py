@@ -1,4 +1,4 @@
-"""End-to-end inference of BinaryNet's MNIST MLP (784 - 3 x 4096 - 10): packed vs float torch.
+"""End-to-end inference of BinaryNet's (Theano) MNIST MLP, 784 - 3 x 4096 - 10: packed vs float torch.
 
 Four implementations of the same trained-shape network (batch norm folded, sign
 activations), timed at batch 1 and 1024 on real MNIST test images:
@@ -14,37 +14,44 @@ activations), timed at batch 1 and 1024 on real MNIST test images:
 The network's weights are random (BinaryNet's uniform init) with random batch-norm
 statistics. Latency does not depend on the values, and every implementation is checked to
 give the same predictions. Reports latency (GPU: CUDA-graph replay median; CPU: median wall
-time) and weight memory, and writes JSON.
+time) and weight memory, and writes JSON (``runs/bench/`` unless ``--record`` or ``--out``).
 
-    python benchmarks/bench_binarynet_mlp.py --data ../shared/data/mnist
+    python benchmarks/bench_binarynet_mlp.py
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import triton
-from timing import time_cpu, time_cuda
+from timing import add_output_arguments, output_path, time_cpu, time_cuda
 
-from pyro_bdl.data import load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import load_mnist, to_float
+from pyro_bdl.experiment import (
+    add_common_arguments,
+    data_root,
+    environment,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.layers import binary_sign
 from pyro_bdl.networks import BinaryNetMLP, PackedBinaryMLP, export_packed_mlp, fold_batch_norm
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $PYRO_BDL_DATA/mnist)")
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, threads=None, seed=None)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 1024])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cpu-reps", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -88,9 +95,8 @@ def weight_bytes(module: torch.nn.Module | DenseBinaryMLP) -> int:
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
-    root = args.data if args.data is not None else mnist_root_from_env()
-    pixels_all = load_mnist(root, "test").images.reshape(-1, 784).to(device)
+    device = setup(args)
+    pixels_all = load_mnist(data_root(args, "mnist"), "test").images.reshape(-1, 784).to(device)
     model = make_model(args.hidden, args.depth, device)
     implementations = {
         "packed": export_packed_mlp(model),  # first layer: fused pixel_gemm on CUDA, bit planes on CPU
@@ -100,8 +106,8 @@ def main(args: argparse.Namespace) -> dict:
     }
     with torch.no_grad():
         reference = model(to_float(pixels_all[:1024].cpu(), -1.0, 1.0).to(device)).argmax(1)
-    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip
+    env = {**environment(device), "triton": triton.__version__}
+    env["device"] = env.get("gpu", env["cpu"])
     print(f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}")
     rows = []
     for name, net in implementations.items():
@@ -129,14 +135,9 @@ def main(args: argparse.Namespace) -> dict:
             f"{row['prediction_agreement']:>6.3f}"
         )
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
-    out = args.out or Path(__file__).parent / "results" / f"binarynet_mlp-{slug}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
-    temporary.replace(out)
-    print(f"wrote {out}")
+    write_results(output_path(args, f"binarynet_mlp-{slug}"), {"environment": env, "rows": rows})
     return {"environment": env, "rows": rows}
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

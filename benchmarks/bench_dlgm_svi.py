@@ -25,7 +25,9 @@ thread, so CPU time leaves out the time other processes hold the core, which mak
 stable on a shared machine). Pyro's validation is off unless ``--validate`` (the hand-written
 step checks nothing either). ``--profile`` adds a cProfile breakdown of the DLGM Trace_ELBO step.
 
-    python benchmarks/bench_dlgm_svi.py --data ../shared/data/mnist --threads 1
+Writes JSON to ``runs/bench/`` unless ``--record`` (``benchmarks/results/``) or ``--out``.
+
+    python benchmarks/bench_dlgm_svi.py --threads 1
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
-import platform
 import pstats
 import statistics
 import sys
@@ -48,9 +48,20 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from timing import add_output_arguments, output_path
 from torch import nn
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.experiment import (
+    UsageError,
+    add_common_arguments,
+    data_root,
+    environment,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.models.dlgm import DLGM, check_data
 from pyro_bdl.models.dlgm_guide import DLGMGuide
 
@@ -60,19 +71,16 @@ TARGET_VS_HAND = 1.15
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $PYRO_BDL_DATA/mnist)")
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, threads=1, seed=0, device="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300, help="timed rounds (one step of each method per round)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--validate", action="store_true", help="keep Pyro's and torch's argument validation on")
     parser.add_argument("--profile", type=int, default=0, help="cProfile this many DLGM Trace_ELBO steps")
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of both steps (round-robin)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -290,7 +298,7 @@ def breakdown_steps(args: argparse.Namespace) -> dict[str, Callable[[torch.Tenso
 
 def mnist_batches(args: argparse.Namespace, count: int) -> list[torch.Tensor]:
     """``count`` batches of real training images in [0, 1], each binarised afresh (dynamic binarisation)."""
-    images = to_float(load_mnist(args.data or mnist_root_from_env(), "train").images, 0.0, 1.0, flatten=True)
+    images = to_float(load_mnist(data_root(args, "mnist"), "train").images, 0.0, 1.0, flatten=True)
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(images.shape[0], generator=generator)
     batches = []
@@ -358,21 +366,6 @@ def profile_steps(step: Callable, batches: list[torch.Tensor], top: int = 25) ->
     return stream.getvalue()
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def format_table(rows: list[dict]) -> str:
     lines = [
         "| step | wall median ms (quartiles) | CPU median ms (quartiles) | CPU vs hand-written | CPU vs Pyro example "
@@ -390,9 +383,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.batch_size < 1 or args.steps < 4 or args.warmup < 0 or args.threads < 1:
-        raise ValueError("need --batch-size >= 1, --steps >= 4, --warmup >= 0, --threads >= 1")
-    torch.set_num_threads(args.threads)
+    if args.batch_size < 1 or args.steps < 4 or args.warmup < 0:
+        raise UsageError(
+            f"need --batch-size >= 1, --steps >= 4, --warmup >= 0; got {args.batch_size}, {args.steps}, {args.warmup}"
+        )
+    setup(args)
     pyro.enable_validation(args.validate)
     torch.distributions.Distribution.set_default_validate_args(args.validate)
     pyro.set_rng_seed(args.seed)
@@ -412,7 +407,7 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "benchmark": "one SVI step, DLGM 784-400-50 Bernoulli, binarised MNIST",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
+        "machine": environment(args.device),
         "device": args.device,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
@@ -445,7 +440,7 @@ def main(args: argparse.Namespace) -> dict:
         ]
     table = format_table(rows)
     print(f"{report['benchmark']}; batch {args.batch_size}; {report['threads']} thread(s); device {args.device}; "
-          f"{machine()['cpu']}; torch {torch.__version__}, pyro {pyro.__version__}; "
+          f"{report['machine']['cpu']}; torch {torch.__version__}, pyro {pyro.__version__}; "
           f"validation {args.validate}")  # fmt: skip
     print(f"median of {args.steps} round-robin rounds after {args.warmup} warm-up rounds")
     print(table)
@@ -461,12 +456,9 @@ def main(args: argparse.Namespace) -> dict:
             print(f"| {part['part']} | {part['cpu_median_ms']:.2f} | {part['wall_median_ms']:.2f} |")
     if args.profile:
         print(report["profile_dlgm_trace_elbo"])
-    out = args.out or Path(__file__).parent / "results" / f"dlgm_svi_{'cpu' if args.device == 'cpu' else 'gpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(output_path(args, f"dlgm_svi_{'cpu' if args.device == 'cpu' else 'gpu'}"), report)
     return report
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

@@ -8,7 +8,8 @@ problems are timed from device memory, not from cache. Also measures the card's 
 ceiling with a microbenchmark. On a CPU: the fast CPU path against float32 and int8 torch.
 
 Each result is checked exact against the float32 product of the same signs before it is
-timed. Prints a table and writes JSON (default ``benchmarks/results/<device>.json``).
+timed. Prints a table and writes JSON (default ``runs/bench/xnor_gemm-<device>-<time>.json``;
+``--record`` writes ``benchmarks/results/xnor_gemm-<device>.json``, the recorded numbers).
 
     python benchmarks/bench_xnor_gemm.py                 # whatever hardware is present
     python benchmarks/bench_xnor_gemm.py --quick         # a few shapes, for a smoke run
@@ -17,7 +18,6 @@ timed. Prints a table and writes JSON (default ``benchmarks/results/<device>.jso
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import re
@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 import triton
 import triton.language as tl
-from timing import time_cpu, time_cuda
+from timing import add_output_arguments, output_path, time_cpu, time_cuda
 from triton.language.extra import libdevice
 
 import triton_kernels
+from pyro_bdl.experiment import cpu_model, make_parser, run_main, setup, write_results
 from triton_kernels import pack_signs, xnor_gemm
 from triton_kernels.tuning import parse_shape
 
@@ -43,10 +44,10 @@ GPU_METHODS = ("popcount", "mma", "expand", "auto")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--quick", action="store_true", help="a few small shapes only")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    add_output_arguments(parser)
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="MxNxK shapes to run instead")
     parser.add_argument("--methods", nargs="+", choices=GPU_METHODS, default=GPU_METHODS, help="GPU methods")
     parser.add_argument("--rep-ms", type=float, default=25.0, help="GPU: graph replay time per measurement")
@@ -228,38 +229,27 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "CPU " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU " + (platform.processor() or platform.machine())
-
-
 def environment(device: torch.device) -> dict:
     info = {
         "torch": torch.__version__,
         "triton": triton.__version__,
         "python": platform.python_version(),
+        "cpu": cpu_model(),
         "triton_kernels_cache": str(triton_kernels.default_cache_path()),
     }
     if device.type == "cuda":
         info["device"] = torch.cuda.get_device_name(device)
         info["sm_count"] = torch.cuda.get_device_properties(device).multi_processor_count
     else:
-        info["device"] = cpu_model_name()
+        info["device"] = "CPU " + cpu_model()
         info["threads"] = torch.get_num_threads()
     return info
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = setup(args)
     env = environment(device)
     print(f"device: {env['device']}  torch {env['torch']}  triton {env['triton']}", flush=True)
     result: dict = {"environment": env, "rows": []}
@@ -276,7 +266,7 @@ def main(args: argparse.Namespace) -> dict:
     else:
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
-    out = args.out or Path(__file__).parent / "results" / f"xnor_gemm-{slug}.json"
+    out = output_path(args, f"xnor_gemm-{slug}")
     shapes = args.shapes or shapes
     for m, n, k in shapes:
         print(f"M={m} N={n} K={k}", flush=True)
@@ -287,7 +277,7 @@ def main(args: argparse.Namespace) -> dict:
             result["rows"] += bench_cpu_shape(m, n, k, args.cpu_reps)
         write_json(result, out)  # after every shape, so an interrupted run keeps its rows
     print(format_table(result["rows"]))
-    print(f"wrote {out}")
+    print(f"results written to {out}")
     return result
 
 
@@ -298,11 +288,8 @@ def write_json(result: dict, out: Path) -> None:
         for row in result["rows"]:
             if "tops" in row and row["impl"].startswith("xnor"):
                 row["fraction_of_popcount_ceiling"] = row["tops"] / result["popcount_ceiling"]["binary_tops"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result, indent=1))
-    temporary.replace(out)
+    write_results(out, result, quiet=True)
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

@@ -1,12 +1,41 @@
-"""Timing helpers shared by the benchmark scripts (imported from beside them)."""
+"""Timing and output helpers shared by the benchmark scripts (imported from beside them).
+
+Where results go: a benchmark writes to ``runs/bench/<name>-<date>-<time>.json`` unless told
+otherwise, so running one never overwrites the numbers recorded under version control in
+``benchmarks/results/``; ``--record`` writes there on purpose, ``--out`` anywhere.
+"""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import triton
+
+RECORDED = Path(__file__).resolve().parent / "results"
+"""The recorded numbers (under version control), cited by docs/benchmarks.md."""
+RUNS = Path("runs") / "bench"
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out PATH`` and ``--record`` (mutually exclusive)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--out", type=Path, default=None, help=f"JSON path (default: {RUNS}/<name>-<date>-<time>.json)")
+    group.add_argument(
+        "--record", action="store_true", help=f"write into {RECORDED.name}/ beside this script, the recorded numbers"
+    )
+
+
+def output_path(args: argparse.Namespace, name: str) -> Path:
+    """Where this run's JSON goes: ``--out``, else the recorded file ``name`` with ``--record``, else a run file."""
+    if args.out is not None:
+        return args.out
+    if args.record:
+        return RECORDED / f"{name}.json"
+    return RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
 
 
 def time_cuda(fn: Callable[[], object], rep_ms: float) -> float:

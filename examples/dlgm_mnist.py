@@ -15,7 +15,7 @@ test set is binarised once with a fixed seed. Checkpoints go to ``<out>/checkpoi
 every epoch and a rerun resumes there (``--fresh`` starts over). Results go to
 ``<out>/results.json``, figures (samples, latent space, imputation, ELBO curve) to ``<out>/*.png``.
 
-    python examples/dlgm_mnist.py --data ../shared/data/mnist --epochs 50
+    python examples/dlgm_mnist.py --epochs 50
     python examples/dlgm_mnist.py --latent-dims 100,50 --epochs 50            # two stochastic layers
     python examples/dlgm_mnist.py --limit 3000 --validation 500 --test-limit 200 --iw-samples 100  # smoke
 """
@@ -23,11 +23,9 @@ every epoch and a rerun resumes there (``--fresh`` starts over). Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyro
 import torch
@@ -35,7 +33,21 @@ from pyro import poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float, train_validation_split
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.experiment import (
+    add_common_arguments,
+    add_mnist_split_arguments,
+    arguments_record,
+    check_mnist_split_arguments,
+    data_root,
+    environment,
+    is_full_mnist_protocol,
+    load_mnist_train_valid,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.figures import dlgm as figures
 from pyro_bdl.imputation import impute
 from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
@@ -61,13 +73,8 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data", type=Path, default=None, help="folder with the MNIST IDX files (default: $PYRO_BDL_DATA/mnist)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/dlgm_mnist"), help="checkpoint, results and figures folder"
-    )
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, out="runs/dlgm_mnist")
     parser.add_argument(
         "--latent-dims", type=int_list, default=[50], help="stochastic layer sizes, bottom to top (e.g. 100,50)"
     )
@@ -100,9 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--validation", type=int, default=10000, help="last training images held out (0: none)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="score only the first TEST_LIMIT test images")
+    add_mnist_split_arguments(parser)
     parser.add_argument("--iw-samples", type=int, default=5000, help="k, importance samples per test image")
     parser.add_argument(
         "--full-test-iw-samples",
@@ -116,8 +121,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-chunk", type=int, default=100, help="test images scored at once")
     parser.add_argument("--impute-images", type=int, default=1000, help="test images for the imputation score")
     parser.add_argument("--impute-steps", type=int, default=100, help="Markov chain steps per imputation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -144,28 +147,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
-    if args.validation < 0 or args.impute_images < 0 or args.full_test_iw_samples < 0:
-        parser.error("--validation, --impute-images and --full-test-iw-samples must be non-negative")
-    if args.test_limit is not None and args.test_limit < 1:
-        parser.error(f"--test-limit must be positive, got {args.test_limit}")
+    if args.impute_images < 0 or args.full_test_iw_samples < 0:
+        parser.error("--impute-images and --full-test-iw-samples must be non-negative")
+    check_mnist_split_arguments(parser, args)
     return args
 
 
 def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     """Training intensities (n, 784) in [0, 1]; validation and test binarised once, seeded; test labels."""
-    root = args.data if args.data is not None else mnist_root_from_env()
-    train_full = load_mnist(root, "train", limit=args.limit)
-    if not 0 <= args.validation < len(train_full):
-        raise ValueError(f"--validation must be in [0, {len(train_full) - 1}], got {args.validation}")
-    train, valid = train_validation_split(train_full, args.validation)
-    test = load_mnist(root, "test")
+    train, valid = load_mnist_train_valid(args)
+    test = load_mnist(data_root(args, "mnist"), "test")
     fixed = torch.Generator().manual_seed(args.seed + 1)
     data = {
         "train": to_float(train.images, flatten=True),
         "test": torch.bernoulli(to_float(test.images, flatten=True), generator=fixed),
         "test_labels": test.labels,
     }
-    if args.validation:
+    if len(valid):
         data["valid"] = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed)
     return data
 
@@ -271,8 +269,16 @@ def draw_figures(model, guide, data: dict, history: list[dict], args: argparse.N
     figures.elbo_curve(history, args.out / "elbo.png")
 
 
+def published_reference(args: argparse.Namespace) -> float | None:
+    """Burda et al.'s VAE NLL, only for their architecture, the full data and k = 5000."""
+    layers = len(args.latent_dims)
+    same_net = args.latent_dims in ([50], [100, 50]) and args.hidden_dims == BURDA_HIDDEN[layers]
+    applies = same_net and args.flow == "none" and args.iw_samples == 5000 and is_full_mnist_protocol(args)
+    return BURDA_TARGET_NLL[layers] if applies else None
+
+
 def main(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
+    setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -311,9 +317,9 @@ def main(args: argparse.Namespace) -> dict:
     imputed = imputation(model, guide, data, args) if args.impute_images else {}
     if not args.no_figures:
         draw_figures(model, guide, data, result.history, args)
-    layers = len(args.latent_dims)
+    reference = published_reference(args)
     results = {
-        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        "config": arguments_record(args),
         "architecture": {"latent_dims": args.latent_dims, "hidden_dims": args.hidden_dims},
         "epochs_trained": len(result.history),
         "train_images": len(data["train"]),
@@ -324,17 +330,18 @@ def main(args: argparse.Namespace) -> dict:
         "imputation": imputed,
         "train_seconds_total": sum(entry["seconds"] for entry in result.history),
         "fit_seconds_this_run": fit_seconds,
-        "threads": args.threads,
-        "burda_2015_vae_nll": BURDA_TARGET_NLL.get(layers),
+        "environment": environment(),
+        "published_nll": reference,
         "history": result.history,
     }
-    (args.out / RESULTS_NAME).write_text(json.dumps(results, indent=2))
     print(
         f"epochs {results['epochs_trained']} (best {result.best_epoch}), test images {scores['test_images']}: "
         f"ELBO {scores['test_elbo']:.2f}, "
         f"IW log-likelihood (k={args.iw_samples}) {scores['test_iw_log_likelihood']:.2f}, "
-        f"NLL {scores['test_nll']:.2f} nats (Burda et al. 2015 VAE: {BURDA_TARGET_NLL.get(layers)})"
+        f"NLL {scores['test_nll']:.2f} nats"
     )
+    if reference is not None:
+        print(f"published reference (Burda et al. 2015, VAE after 3280 epochs): NLL {reference} nats")
     if full is not None:
         print(f"all {full['test_images']} test images, k={full['iw_samples']}: NLL {full['test_nll']:.2f} nats")
     for name, values in imputed.items():
@@ -342,8 +349,11 @@ def main(args: argparse.Namespace) -> dict:
             f"imputation {name}: squared error {values['mse_dlgm']:.4f} "
             f"(pixel-mean baseline {values['mse_pixel_mean_baseline']:.4f})"
         )
+    if not args.no_figures:
+        print(f"figures written to {args.out}")
+    write_results(args.out / RESULTS_NAME, results)
     return results
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

@@ -10,23 +10,31 @@ and approaches ``log p(y)`` as k grows. The gap between the two is the average
 scatter ``<out>/<name>/latent.png``. Each model checkpoints to ``<out>/<name>/checkpoint.pt`` and
 resumes when rerun.
 
-    python examples/dlgm_model_selection.py --data ../shared/data/mnist
+    python examples/dlgm_model_selection.py
     python examples/dlgm_model_selection.py --configs 2 10 50 100,50 --epochs 20 --limit 60000
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyro
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.experiment import (
+    add_common_arguments,
+    arguments_record,
+    data_root,
+    environment,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.figures import dlgm as figures
 from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
 from pyro_bdl.inference.fit import fit
@@ -50,11 +58,8 @@ def latent_sizes(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data", type=Path, default=None, help="folder with the MNIST IDX files (default: $PYRO_BDL_DATA/mnist)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/dlgm_model_selection"), help="results folder")
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, out="runs/dlgm_model_selection")
     parser.add_argument(
         "--configs", type=latent_sizes, nargs="+", default=[[2], [10], [50], [50, 20]], help="latent sizes per model"
     )
@@ -66,12 +71,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iw-samples", type=int, default=1000, help="k of the importance-weighted bound")
     parser.add_argument("--elbo-samples", type=int, default=100, help="samples per image for the ELBO")
     parser.add_argument("--particle-chunk", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit", "test_limit", "iw_samples", "elbo_samples", "particle_chunk"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "limit",
+        "test_limit",
+        "iw_samples",
+        "elbo_samples",
+        "particle_chunk",
+        "threads",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return args
@@ -141,9 +153,9 @@ def table(rows: list[dict], iw_samples: int) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
+    setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    root = args.data if args.data is not None else mnist_root_from_env()
+    root = data_root(args, "mnist")
     train = to_float(load_mnist(root, "train", limit=args.limit).images, flatten=True)
     test_set = load_mnist(root, "test", limit=args.test_limit)
     test = torch.bernoulli(
@@ -155,16 +167,17 @@ def main(args: argparse.Namespace) -> dict:
     print(table(rows, args.iw_samples))
     print(f"best by held-out ELBO: {best_elbo}; best by IW bound: {best_iw}")
     results = {
-        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        "config": arguments_record(args),
         "train_images": len(train),
         "test_images": len(test),
         "models": rows,
         "best_by_elbo": best_elbo,
         "best_by_iw_bound": best_iw,
+        "environment": environment(),
     }
-    (args.out / RESULTS_NAME).write_text(json.dumps(results, indent=2))
+    write_results(args.out / RESULTS_NAME, results)
     return results
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

@@ -14,11 +14,19 @@ Fixtures and parametrization:
   ``expand``) for the Triton backend and ``"auto"`` for the others.
 
 A test that parametrizes ``device`` itself is left alone.
+
+Data sets: ``mnist_root`` and ``uci_root`` give the real data folders
+(``$PYRO_BDL_DATA/<name>``, else ``shared/data/<name>`` beside the repository). Where they are
+missing a test skips, saying where it looked; under ``CI=true`` it fails instead, so a CI run
+without the data cannot pass on silent skips. Use these fixtures (or :func:`data_folder`)
+rather than a per-file check.
 """
 
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,9 +34,41 @@ import torch
 from triton_kernels import tuning_cache
 from triton_kernels._runtime import is_interpreting
 
+DATA_ENV = "PYRO_BDL_DATA"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MNIST_MARKER = "train-images-idx3-ubyte.gz"
+UCI_MARKER = "yacht/data.txt"
 BACKENDS = ("reference", "cpu", "triton")
 TRITON_METHODS = ("popcount", "mma", "expand")
 NEEDS_INTERPRETER = "backend='triton' on CPU tensors needs TRITON_INTERPRET=1"
+
+
+def in_ci() -> bool:
+    """Whether the ``CI`` environment variable says this is a CI run (``true``/``1``/``yes``)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def data_folder(name: str, marker: str) -> Path:
+    """``<data>/<name>`` if it holds ``marker``; else skip the test, or fail it under ``CI=true``."""
+    root = Path(os.environ.get(DATA_ENV) or DEFAULT_DATA).expanduser() / name
+    if not (root / marker).exists():
+        message = f"{name} data not found: no {root / marker} (set {DATA_ENV} to the folder holding {name}/)"
+        if in_ci():
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The real MNIST folder (skips without it; fails under ``CI=true``)."""
+    return data_folder("mnist", MNIST_MARKER)
+
+
+@pytest.fixture(scope="session")
+def uci_root() -> Path:
+    """The real UCI folder, one sub-folder per data set (skips without it; fails under ``CI=true``)."""
+    return data_folder("uci", UCI_MARKER)
 
 
 def available_devices() -> list[str]:

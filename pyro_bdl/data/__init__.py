@@ -13,6 +13,7 @@ explicitly.
 from pyro_bdl.data.mnist import (
     MNIST,
     binarize_dynamic,
+    default_validation_size,
     load_mnist,
     mnist_root_from_env,
     to_float,
@@ -32,6 +33,7 @@ __all__ = [
     "UCIDataset",
     "UCISplit",
     "binarize_dynamic",
+    "default_validation_size",
     "list_uci_datasets",
     "load_mnist",
     "load_uci",

@@ -67,6 +67,10 @@ import torch
 
 DATA_ENV = "PYRO_BDL_DATA"
 """Environment variable naming the data folder that holds ``mnist/``."""
+MNIST_TRAIN_SIZE = 60000
+"""Images in MNIST's training file."""
+STANDARD_VALIDATION = 10000
+"""The usual held-out tail of the training images (the 50,000 / 10,000 split)."""
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -251,6 +255,17 @@ def binarize_dynamic(images01: torch.Tensor, generator: torch.Generator | None =
         if not (low >= 0.0 and high <= 1.0):  # also rejects NaN
             raise ValueError(f"images01 must lie in [0, 1], got values in [{low}, {high}]")
     return torch.bernoulli(images01, generator=generator)
+
+
+def default_validation_size(num_train: int) -> int:
+    """10,000 of the full 60,000 training images, else a sixth of ``num_train`` (at least 1).
+
+    The rule behind the examples' ``--validation`` default, so that ``--limit`` alone always
+    leaves five sixths of the images for training.
+    """
+    if num_train < 2:
+        raise ValueError(f"need at least 2 training images to hold some out, got {num_train}")
+    return max(1, min(STANDARD_VALIDATION, num_train // 6))
 
 
 def train_validation_split(data: MNIST, validation: int) -> tuple[MNIST, MNIST]:

@@ -157,13 +157,48 @@ class UCIDataset:
             k: the split index.
             dtype: floating dtype of the returned tensors; statistics are computed in float64.
         """
+        self._check_split(k, dtype)
+        return self._normalised(k, self.train_indices[k], self.test_indices[k], dtype)
+
+    def validation_split(
+        self, k: int, fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = torch.float32
+    ) -> UCISplit:
+        """Split ``k``'s training rows cut in two, for choosing settings without the test rows.
+
+        A random ``fraction`` of split ``k``'s training rows (drawn by a generator seeded with
+        ``seed + k``) becomes the held-out part, returned in the ``x_test`` / ``y_test`` fields;
+        the rest is the training part, and normalisation uses its statistics only (the
+        protocol of Gal & Ghahramani 2016, who grid-search on such a validation part and then
+        retrain on the whole training split). The test rows are never touched.
+
+        Args:
+            k: the split index.
+            fraction: the held-out share of the training rows, 0 < fraction < 1.
+            seed: base seed of the draw.
+            dtype: floating dtype of the returned tensors.
+        """
+        self._check_split(k, dtype)
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must satisfy 0 < fraction < 1, got {fraction!r}")
+        rows = self.train_indices[k]
+        held_out = max(1, round(fraction * rows.numel()))
+        if held_out >= rows.numel():
+            raise ValueError(
+                f"{self.name!r} split {k}: {rows.numel()} training rows are too few to hold out {fraction}"
+            )
+        order = torch.randperm(rows.numel(), generator=torch.Generator().manual_seed(seed + k))
+        return self._normalised(k, rows[order[held_out:]], rows[order[:held_out]], dtype)
+
+    def _check_split(self, k: int, dtype: torch.dtype) -> None:
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"split must be an int, got {type(k).__name__} {k!r}")
         if not 0 <= k < self.num_splits:
             raise ValueError(f"split must satisfy 0 <= split < {self.num_splits} for {self.name!r}, got {k}")
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-        train, test = self.train_indices[k], self.test_indices[k]
+
+    def _normalised(self, k: int, train: torch.Tensor, test: torch.Tensor, dtype: torch.dtype) -> UCISplit:
+        """Rows ``train`` and ``test`` standardised with the statistics of ``train``."""
         x_train, y_train = self.inputs[train], self.targets[train]
         # a constant input's float mean and std may be off by rounding; centre it exactly instead
         constant = x_train.amax(0) == x_train.amin(0)

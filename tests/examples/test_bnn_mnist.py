@@ -1,33 +1,21 @@
 """The Bayes-by-Backprop MNIST example runs end to end on a tiny slice of real MNIST, and resumes."""
 
-import importlib.util
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("PYRO_BDL_DATA", REPO.parent / "shared" / "data")) / "mnist"
-pytestmark = pytest.mark.skipif(
-    not (DATA / "train-images-idx3-ubyte.gz").exists(), reason=f"MNIST not found in {DATA} (set PYRO_BDL_DATA)"
-)
+from tests.examples.helpers import load_example
 
 TINY = ["--hidden", "32", "--limit", "1500", "--validation", "300", "--test-limit", "500", "--num-samples", "3"]
 TINY += ["--batch-size", "100", "--lr", "3e-3", "--no-progress"]
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("bnn_mnist", REPO / "examples" / "bnn_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_learns_and_writes_results_and_the_reliability_diagram(tmp_path):
-    example = load_example()
-    results = example.main(example.parse_args([*TINY, "--data", str(DATA), "--out", str(tmp_path), "--epochs", "2"]))
+def test_learns_and_writes_results_and_the_reliability_diagram(tmp_path, mnist_root):
+    example = load_example("bnn_mnist")
+    results = example.main(
+        example.parse_args([*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--epochs", "2"])
+    )
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["test_error"] == results["test_error"] and written["num_test"] == 500
     assert results["test_error"] < 0.6  # chance is 0.9; 24 steps on 1,200 images
@@ -39,9 +27,9 @@ def test_learns_and_writes_results_and_the_reliability_diagram(tmp_path):
     assert [entry["epoch"] for entry in written["history"]] == [1, 2]
 
 
-def test_resumes_from_the_checkpoint(tmp_path):
-    example = load_example()
-    common = [*TINY, "--data", str(DATA), "--out", str(tmp_path), "--prior", "gaussian"]
+def test_resumes_from_the_checkpoint(tmp_path, mnist_root):
+    example = load_example("bnn_mnist")
+    common = [*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--prior", "gaussian"]
     example.main(example.parse_args([*common, "--epochs", "1"]))
     results = example.main(example.parse_args([*common, "--epochs", "2"]))
     assert [entry["epoch"] for entry in results["history"]] == [1, 2]
@@ -49,7 +37,7 @@ def test_resumes_from_the_checkpoint(tmp_path):
 
 
 def test_bad_flags_are_refused():
-    example = load_example()
+    example = load_example("bnn_mnist")
     for flags in (["--pi", "1.0"], ["--hidden", "0"], ["--prior", "laplace"], ["--test-limit", "0"]):
         with pytest.raises(SystemExit):
             example.parse_args(flags)

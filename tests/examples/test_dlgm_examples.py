@@ -1,43 +1,19 @@
 """The DLGM examples run end to end on a tiny slice of real MNIST, write their outputs, and resume."""
 
-import importlib.util
 import json
-import os
-from pathlib import Path
 
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("PYRO_BDL_DATA", REPO.parent / "shared" / "data")) / "mnist"
-pytestmark = pytest.mark.skipif(
-    not (DATA / "train-images-idx3-ubyte.gz").exists(), reason=f"MNIST not found in {DATA} (set PYRO_BDL_DATA)"
-)
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """The examples set torch's thread count (--threads); put it back afterwards."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.examples.helpers import load_example
 
 TINY = ["--limit", "1500", "--validation", "300", "--test-limit", "40", "--iw-samples", "30", "--elbo-samples", "3"]
 TINY += ["--impute-images", "20", "--impute-steps", "4", "--batch-size", "50", "--lr", "3e-3", "--no-progress"]
 TINY += ["--latent-dims", "8", "--hidden-dims", "64"]
 
 
-def test_dlgm_mnist_learns_writes_results_and_figures(tmp_path):
+def test_dlgm_mnist_learns_writes_results_and_figures(tmp_path, mnist_root):
     example = load_example("dlgm_mnist")
-    args = example.parse_args([*TINY, "--data", str(DATA), "--out", str(tmp_path), "--epochs", "2"])
+    args = example.parse_args([*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--epochs", "2"])
     results = example.main(args)
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["test_nll"] == pytest.approx(results["test_nll"])
@@ -50,9 +26,9 @@ def test_dlgm_mnist_learns_writes_results_and_figures(tmp_path):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_dlgm_mnist_resumes_from_the_checkpoint(tmp_path, capsys):
+def test_dlgm_mnist_resumes_from_the_checkpoint(tmp_path, capsys, mnist_root):
     example = load_example("dlgm_mnist")
-    common = [*TINY, "--data", str(DATA), "--out", str(tmp_path), "--no-figures", "--impute-images", "0"]
+    common = [*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--no-figures", "--impute-images", "0"]
     example.main(example.parse_args([*common, "--epochs", "1"]))
     results = example.main(example.parse_args([*common, "--epochs", "2"]))
     assert "resumed from" in capsys.readouterr().out
@@ -69,9 +45,21 @@ def test_dlgm_mnist_refuses_bad_flags():
         example.parse_args(["--iw-samples", "0"])
 
 
-def test_model_selection_prints_a_table_and_writes_json(tmp_path, capsys):
+def test_model_selection_prints_a_table_and_writes_json(tmp_path, capsys, mnist_root):
     example = load_example("dlgm_model_selection")
-    argv = ["--data", str(DATA), "--out", str(tmp_path), "--configs", "2", "6,3", "--epochs", "1", "--limit", "1000"]
+    argv = [
+        "--data",
+        str(mnist_root),
+        "--out",
+        str(tmp_path),
+        "--configs",
+        "2",
+        "6,3",
+        "--epochs",
+        "1",
+        "--limit",
+        "1000",
+    ]
     argv += ["--test-limit", "40", "--iw-samples", "30", "--elbo-samples", "3", "--no-progress"]
     results = example.main(example.parse_args(argv))
     printed = capsys.readouterr().out

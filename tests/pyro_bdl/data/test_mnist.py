@@ -1,8 +1,8 @@
 """The MNIST reader on the real files and on small synthetic IDX files, and its helpers.
 
-The real data is read from ``$PYRO_BDL_DATA/mnist`` or, when that is unset, from the
-workspace's ``shared/data/mnist`` next to the repository; tests that need it skip, saying
-where they looked, when it is absent. The expected values are those documented in
+The real data comes from the ``mnist_root`` fixture (tests/conftest.py: ``$PYRO_BDL_DATA/mnist``,
+else the workspace's ``shared/data/mnist``; skipped where absent, a failure under ``CI=true``).
+The expected values are those documented in
 ``shared/data/README.md``.
 """
 
@@ -19,6 +19,7 @@ import torch
 from pyro_bdl.data import (
     MNIST,
     binarize_dynamic,
+    default_validation_size,
     load_mnist,
     mnist_root_from_env,
     to_float,
@@ -27,7 +28,6 @@ from pyro_bdl.data import (
 from pyro_bdl.data.mnist import DATA_ENV, IMAGE_MAGIC, LABEL_MAGIC, SPLIT_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
@@ -39,22 +39,14 @@ TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # --- real data ---------------------------------------------------------------------------
 
 
-def _load_real(split: str) -> MNIST:
-    root = mnist_root_from_env(default=DEFAULT_DATA)
-    try:
-        return load_mnist(root, split)
-    except FileNotFoundError as err:
-        pytest.skip(f"real MNIST not available (set {DATA_ENV} to the folder holding mnist/): {err}")
+@pytest.fixture(scope="module")
+def real_train(mnist_root) -> MNIST:
+    return load_mnist(mnist_root, "train")
 
 
 @pytest.fixture(scope="module")
-def real_train() -> MNIST:
-    return _load_real("train")
-
-
-@pytest.fixture(scope="module")
-def real_test() -> MNIST:
-    return _load_real("test")
+def real_test(mnist_root) -> MNIST:
+    return load_mnist(mnist_root, "test")
 
 
 @pytest.mark.parametrize(
@@ -77,8 +69,8 @@ def test_real_split(request, split, size, first_labels, class_counts):
     assert int(data.images.max()) == 255
 
 
-def test_real_limit(real_train):
-    small = load_mnist(mnist_root_from_env(default=DEFAULT_DATA), "train", limit=100)
+def test_real_limit(real_train, mnist_root):
+    small = load_mnist(mnist_root, "train", limit=100)
     assert small.images.shape == (100, 28, 28)
     assert small.labels.shape == (100,)
     assert torch.equal(small.images, real_train.images[:100])
@@ -467,3 +459,13 @@ def test_import_is_lean():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("num_train", "expected"), [(60_000, 10_000), (10_000, 1_666), (1_200, 200), (6, 1), (2, 1)])
+def test_default_validation_size_is_the_standard_tail_or_a_sixth(num_train, expected):
+    assert default_validation_size(num_train) == expected
+
+
+def test_default_validation_size_needs_two_images():
+    with pytest.raises(ValueError, match="at least 2"):
+        default_validation_size(1)

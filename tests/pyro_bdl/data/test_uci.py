@@ -1,8 +1,8 @@
 """The UCI standard-splits reader on the real files and on small broken folders.
 
-The real data is read from ``$PYRO_BDL_DATA/uci`` or, when that is unset, from the
-workspace's ``shared/data/uci``; tests that need it skip, saying where they looked, when it is
-absent. Row counts and split counts are those documented in ``shared/data/README.md``.
+The real data comes from the ``uci_root`` fixture (tests/conftest.py: ``$PYRO_BDL_DATA/uci``,
+else the workspace's ``shared/data/uci``; skipped where absent, a failure under ``CI=true``).
+Row counts and split counts are those documented in ``shared/data/README.md``.
 """
 
 from pathlib import Path
@@ -12,9 +12,6 @@ import torch
 
 from pyro_bdl.data import UCIDataset, list_uci_datasets, load_uci, load_uci_dataset, uci_root_from_env
 from pyro_bdl.data.mnist import DATA_ENV
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # name: (rows, inputs, splits, hidden units)
 EXPECTED = {
@@ -31,11 +28,8 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def real_root() -> Path:
-    root = uci_root_from_env(default=DEFAULT_DATA)
-    if not (root / "yacht" / "data.txt").is_file():
-        pytest.skip(f"real UCI data not found in {root} (set {DATA_ENV} to the folder holding uci/)")
-    return root
+def real_root(uci_root) -> Path:
+    return uci_root
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +182,34 @@ def test_env_variable_names_the_data_folder(monkeypatch, tmp_path):
     assert uci_root_from_env() == tmp_path / "uci"
     monkeypatch.delenv(DATA_ENV)
     assert uci_root_from_env("somewhere") == Path("somewhere") / "uci"
+
+
+# --- validation parts carved from a training split -----------------------------------------
+
+
+def test_validation_split_holds_out_a_fifth_of_the_training_rows_and_never_a_test_row(boston):
+    k = 3
+    part = boston.validation_split(k, 0.2, seed=0)
+    train_rows = boston.train_indices[k]
+    assert part.x_train.shape[0] + part.x_test.shape[0] == train_rows.numel()
+    assert part.x_test.shape[0] == round(0.2 * train_rows.numel())
+    # every row of both parts is a training row of split k: match rows by their original targets
+    targets = boston.targets
+    part_targets = torch.cat([part.unnormalize_targets(part.y_train.double()), part.y_test_original.double()])
+    assert torch.allclose(part_targets.sort().values, targets[train_rows].sort().values, atol=1e-4)
+    # normalised with the training part's statistics only
+    assert abs(float(part.y_train.double().mean())) < 1e-6
+    assert abs(float(part.y_train.double().std(correction=0)) - 1) < 1e-5
+    assert not torch.allclose(part.y_test.double().mean(), torch.zeros((), dtype=torch.float64), atol=1e-6)
+
+
+def test_validation_split_is_fixed_by_the_seed_and_differs_between_seeds(boston):
+    first, again, other = (boston.validation_split(0, seed=s) for s in (0, 0, 1))
+    assert torch.equal(first.y_test_original, again.y_test_original)
+    assert not torch.equal(first.y_test_original, other.y_test_original)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_validation_split_refuses_a_bad_fraction(boston, fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        boston.validation_split(0, fraction)

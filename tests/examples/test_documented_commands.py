@@ -1,0 +1,121 @@
+"""Every command the docs or a script's ``--help`` show parses, and runs at tiny size.
+
+Commands are collected from the docstrings of ``examples/*.py`` and ``benchmarks/*.py`` (their
+``--help`` text) and from ``README.md`` and ``docs/*.md``: each line that starts with
+``python examples/`` or ``python benchmarks/`` (a trailing ``\\`` continues it; a ``#`` comment
+ends it), and each such command in inline backticks. Each one must pass its script's own
+argument parsing and validation as written. Then each runs in-process with extra flags
+appended that shrink it (fewer epochs, smaller nets, a tiny output folder); flags the command
+sets itself that matter for validity are kept: a command that sets ``--validation`` keeps its
+``--limit``; otherwise ``--limit 1200`` is added, which still fails where the ``--validation``
+default does not adapt to ``--limit`` (the old default of 10,000 did not).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+import torch
+
+from tests.examples.helpers import REPO, load_script, run_script
+
+COMMAND = re.compile(r"^python3? ((?:examples|benchmarks)/\w+\.py\b.*)$")
+INLINE = re.compile(r"`python3? ((?:examples|benchmarks)/\w+\.py\b[^`]*)`")
+
+# appended to every command of a script when it runs (argparse: the last value wins)
+TINY = {
+    script: flags.split()
+    for script, flags in {
+        "examples/binarynet_mnist.py": "--hidden 32 --depth 1 --epochs 1 --no-progress",
+        "examples/bnn_mnist.py": "--hidden 16 --epochs 1 --test-limit 200 --num-samples 2 --no-progress",
+        "examples/bnn_uci.py": "--datasets yacht --max-splits 1 --min-steps 30 --num-samples 5 --selection-splits 1 "
+        "--no-progress",
+        "examples/dlgm_mnist.py": "--epochs 1 --test-limit 20 --iw-samples 10 --elbo-samples 2 --impute-images 5 "
+        "--impute-steps 2 --no-figures --no-progress --full-test-iw-samples 0 --latent-dims 4 --hidden-dims 16",
+        "examples/dlgm_model_selection.py": "--configs 2 --epochs 1 --test-limit 20 --iw-samples 5 --elbo-samples 2 "
+        "--no-progress",
+        "benchmarks/bench_dlgm_svi.py": "--steps 4 --warmup 1 --batch-size 16 --profile 0",
+        "benchmarks/bench_xnor_gemm.py": "--device cpu --shapes 2x128x128 --cpu-reps 1",
+        "benchmarks/bench_binarynet_mlp.py": "--hidden 64 --depth 1 --batches 1 --cpu-reps 1 --device cpu",
+    }.items()
+}
+MNIST_LIMIT = ["--limit", "1200"]
+"""Added to MNIST commands that do not set ``--validation`` themselves."""
+TINY_GRID = {"gamma(1,0.1)": {"noise_prior": (1.0, 0.1), "lr": 1e-2, "min_steps": 20}}
+
+
+def _commands_in(text: str) -> list[str]:
+    commands, pending = [], ""
+    for raw in text.splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        match = COMMAND.match(line)
+        if match:
+            commands.append(" ".join(match.group(1).split(" #")[0].split()))
+        commands.extend(" ".join(inline.split()) for inline in INLINE.findall(line))
+    return commands
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """``(where, command)`` for every command shown in a script's help or a doc page."""
+    found = []
+    sources = sorted(REPO.glob("examples/*.py")) + sorted(REPO.glob("benchmarks/bench_*.py"))
+    for path in sources:
+        module_doc = re.match(r'\s*"""(.*?)"""', path.read_text(), re.S)
+        for command in _commands_in(module_doc.group(1) if module_doc else ""):
+            found.append((f"{path.relative_to(REPO)} --help", command))
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for command in _commands_in(path.read_text()):
+            found.append((str(path.relative_to(REPO)), command))
+    return found
+
+
+COMMANDS = documented_commands()
+IDS = [f"{where}: {command}" for where, command in COMMANDS]
+
+
+def test_the_docs_and_help_texts_show_commands_for_every_script():
+    shown = {command.split()[0] for _, command in COMMANDS}
+    assert shown == set(TINY), "a script without a documented command, or a TINY entry without a script"
+
+
+@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=IDS)
+def test_documented_command_parses_as_written(where, command):
+    script, *argv = shlex.split(command)
+    module = load_script(script)
+    try:
+        module.parse_args(argv)
+    except SystemExit as exit_:
+        pytest.fail(f"{where}: `{command}` is refused by its own argument checks (exit {exit_.code})")
+
+
+@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=IDS)
+def test_documented_command_runs_at_tiny_size(where, command, tmp_path, monkeypatch, request):
+    script, *argv = shlex.split(command)
+    data_folder = request.getfixturevalue("uci_root" if "bnn_uci" in script else "mnist_root").parent
+    argv = [flag for flag in argv if flag != "--record"]  # never write the recorded numbers from a test
+    extra = [*TINY[script]] + (["--data", str(data_folder)] if script != "benchmarks/bench_xnor_gemm.py" else [])
+    if script.startswith("examples/") and "mnist" in script and "--validation" not in argv:
+        extra += MNIST_LIMIT  # a sixth of it is held out, as of any documented --limit
+    if "--device" in argv and not torch.cuda.is_available():
+        extra += ["--device", "cpu"]  # a GPU command, run on the CPU here
+    if script.startswith("benchmarks/"):
+        # a subprocess: benchmarks switch Pyro's and torch's validation globally
+        done = run_script([script, *argv, *extra, "--out", str(tmp_path / "result.json")], cwd=REPO, timeout=300)
+        assert done.returncode == 0, f"{where}: `{command}` failed:\n{done.stderr[-3000:]}"
+        assert f"results written to {tmp_path / 'result.json'}" in done.stdout
+        return
+    module = load_script(script)
+    if script == "examples/bnn_uci.py":
+        monkeypatch.setattr(module, "GRID", TINY_GRID)
+    module.main(module.parse_args([*argv, *extra, "--out", str(tmp_path / "out")]))
+
+
+def test_the_collector_reads_continued_lines_comments_and_inline_commands():
+    text = "x\n    python examples/a.py --x 1 \\\n    --y 2   # note\nsee `python benchmarks/b.py --q` here\n"
+    assert _commands_in(text) == ["examples/a.py --x 1 --y 2", "benchmarks/b.py --q"]
