@@ -62,8 +62,9 @@ from pyro_bdl.experiment import (
     setup,
     write_results,
 )
-from pyro_bdl.models.dlgm import DLGM, check_data
+from pyro_bdl.models.dlgm import DLGM
 from pyro_bdl.models.dlgm_guide import DLGMGuide
+from pyro_bdl.validation import check_table
 
 PIXELS, HIDDEN, LATENT = 784, 400, 50
 TARGET_VS_HAND = 1.15
@@ -253,8 +254,8 @@ def breakdown_steps(args: argparse.Namespace) -> dict[str, Callable[[torch.Tenso
         hand_optimizer.step()
         return loss.item()
 
-    def dlgm_check_data(x: torch.Tensor) -> float:
-        check_data(x, PIXELS)
+    def dlgm_check_table(x: torch.Tensor) -> float:
+        check_table("x", x, PIXELS)
         return 0.0
 
     def dlgm_traces(x: torch.Tensor) -> float:
@@ -288,7 +289,7 @@ def breakdown_steps(args: argparse.Namespace) -> dict[str, Callable[[torch.Tenso
         "dlgm: SVI step (Trace_ELBO)": svi.step,
         "hand: forward": hand_forward,
         "hand: forward+backward": hand_forward_backward,
-        "dlgm: check_data (one call)": dlgm_check_data,
+        "dlgm: check_table (one call)": dlgm_check_table,
         "dlgm: guide+model traces, no log_prob": dlgm_traces,
         "dlgm: Trace_ELBO forward": dlgm_forward,
         "dlgm: Trace_ELBO forward+backward": dlgm_forward_backward,

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
 from pyro_bdl.imputation import impute
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.models import DLGM, DLGMGuide
@@ -54,10 +54,8 @@ def test_chain_matches_the_exact_conditional_mean_of_factor_analysis():
     assert torch.equal(result.sample[mask], y[mask])
 
 
-def test_imputation_beats_the_pixel_mean_on_real_digits_with_half_the_pixels_observed():
-    root = mnist_root_from_env()
-    if not (root / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"MNIST not found in {root} (set PYRO_BDL_DATA to the folder holding mnist/)")
+def test_imputation_beats_the_pixel_mean_on_real_digits_with_half_the_pixels_observed(mnist_root):
+    root = mnist_root
     train = to_float(load_mnist(root, "train", limit=2000).images, flatten=True)
     test = to_float(load_mnist(root, "test", limit=200).images, flatten=True)
     test = torch.bernoulli(test, generator=torch.Generator().manual_seed(1))

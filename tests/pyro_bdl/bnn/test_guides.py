@@ -25,6 +25,7 @@ from pyro_bdl.bnn import (
     local_reparameterization,
     run_nuts,
 )
+from pyro_bdl.inference import fit
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -88,7 +89,6 @@ def test_fit_with_minibatches_finds_the_full_data_map(regression):
     """Through pyro_bdl.inference.fit, minibatches of 10 of 40 rows scaled by N / B: the full-data MAP (ridge).
 
     Without the N / B scale of the likelihood the prior would weigh 4 times more."""
-    fit = pytest.importorskip("pyro_bdl.inference").fit
     x, y, mean, _, _ = regression
     model = _linear_model()
     guide = MAPGuide(model)
@@ -99,7 +99,6 @@ def test_fit_with_minibatches_finds_the_full_data_map(regression):
 
 def test_fit_with_minibatches_recovers_the_exact_posterior(regression):
     """As above with the mean-field guide: minibatch ELBO estimates give the full-data posterior."""
-    fit = pytest.importorskip("pyro_bdl.inference").fit
     x, y, mean, covariance, precision = regression
     model = _linear_model()
     guide = MeanFieldGuide(model)

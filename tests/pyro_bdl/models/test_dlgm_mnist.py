@@ -4,22 +4,17 @@ import pyro
 import pytest
 import torch
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
 from pyro_bdl.inference import elbo_per_datum
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.models import DLGM, DLGMGuide
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
-ROOT = mnist_root_from_env()
-
-
 @pytest.fixture(scope="module")
-def digits():
+def digits(mnist_root):
     """2,000 training intensities in [0, 1] and 500 held-out digits binarised once (seeded), each (n, 784)."""
-    if not (ROOT / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"MNIST not found in {ROOT} (set PYRO_BDL_DATA to the folder holding mnist/)")
-    images = to_float(load_mnist(ROOT, "train", limit=2500).images, flatten=True)
+    images = to_float(load_mnist(mnist_root, "train", limit=2500).images, flatten=True)
     held_out = torch.bernoulli(images[2000:], generator=torch.Generator().manual_seed(1))
     return images[:2000], held_out
 
