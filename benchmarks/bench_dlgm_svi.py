@@ -38,7 +38,6 @@ import io
 import pstats
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from timing import add_output_arguments, output_path
+from timing import add_output_arguments, output_path, time_round_robin
 from torch import nn
 
 from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
@@ -307,35 +306,6 @@ def mnist_batches(args: argparse.Namespace, count: int) -> list[torch.Tensor]:
         start = (index * args.batch_size) % (images.shape[0] - args.batch_size)
         batches.append(binarize_dynamic(images[order[start : start + args.batch_size]]).to(args.device))
     return batches
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_round_robin(steps: dict[str, Callable], batches: list[torch.Tensor], warmup: int, device: str) -> dict:
-    """Wall and thread-CPU seconds of every step of every method, one step of each per round, warm-up dropped.
-
-    The order rotates by one method each round, so no method always runs right after the same other one.
-    """
-    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
-    names = list(steps)
-    for round_index, x in enumerate(batches):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            step = steps[name]
-            synchronize(device)
-            wall, cpu = time.perf_counter(), time.thread_time()
-            loss = step(x)
-            synchronize(device)
-            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-            if not loss == loss:  # NaN
-                raise RuntimeError(f"{name} produced a NaN loss at round {round_index}")
-            if round_index >= warmup:
-                times[name]["wall"].append(wall)
-                times[name]["cpu"].append(cpu)
-    return times
 
 
 def summarise(

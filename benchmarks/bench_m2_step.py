@@ -20,12 +20,13 @@ The steps run round-robin (see ``bench_dlgm_svi.py``) and the table reports the 
 CPU time (robust on a shared machine) and wall time. Issue 10's target: Pyro within 1.3x.
 
     python benchmarks/bench_m2_step.py --data ../shared/data/mnist --threads 1
+
+Writes JSON to ``runs/bench/`` unless ``--record`` (``benchmarks/results/``) or ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -34,15 +35,25 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
-from bench_dlgm_svi import machine, time_round_robin
 from pyro import poutine
 from pyro.infer import SVI
 from pyro.optim import Adam
+from timing import add_output_arguments, output_path, time_round_robin
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, mnist_root_from_env, to_float
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.experiment import (
+    UsageError,
+    add_common_arguments,
+    data_root,
+    environment,
+    environment_line,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.models import M2, M2Guide
 from pyro_bdl.models.m2 import enumerated_elbo
-from triton_kernels.files import atomic_write_text
 
 CLASSES, LATENT, HIDDEN, PIXELS = 10, 50, 500, 784
 TARGET = 1.3
@@ -51,24 +62,20 @@ LABELLED_TOTAL, UNLABELLED_TOTAL = 100, 49900
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="MNIST folder (default: $PYRO_BDL_DATA/mnist)")
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, seed=None)
     parser.add_argument("--labelled", type=int, default=100, help="labelled rows per batch")
     parser.add_argument("--unlabelled", type=int, default=200, help="unlabelled rows per batch")
     parser.add_argument("--steps", type=int, default=60, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--alpha", type=float, default=50.0, help="classification weight per labelled row")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: runs/bench/m2_step.json)")
-    args = parser.parse_args(argv)
-    if min(args.unlabelled, args.steps, args.threads) < 1 or min(args.labelled, args.warmup) < 0:
-        parser.error("--unlabelled, --steps and --threads must be >= 1, --labelled and --warmup >= 0")
-    return args
+    add_output_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def mnist_batches(args: argparse.Namespace, count: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``count`` batches ``(x, y, row_scale)`` of real training images, labelled rows first."""
-    data = load_mnist(args.data or mnist_root_from_env() / "mnist", "train")
+    data = load_mnist(data_root(args, "mnist"), "train")
     images, labels = to_float(data.images, flatten=True), data.labels
     generator = torch.Generator().manual_seed(0)
     batches = []
@@ -142,7 +149,9 @@ def pyro_split_step(alpha: float) -> Callable:
 
 
 def main(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
+    if min(args.unlabelled, args.steps) < 1 or min(args.labelled, args.warmup) < 0:
+        raise UsageError("--unlabelled and --steps must be >= 1, --labelled and --warmup >= 0")
+    setup(args)
     pyro.enable_validation(False)
     torch.distributions.Distribution.set_default_validate_args(False)
     pyro.set_rng_seed(0)
@@ -151,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
     steps = {"hand-written": hand_written_step(args.alpha), "pyro TraceEnum_ELBO": pyro_step(args.alpha)}
     if args.labelled:
         steps["pyro TraceEnum_ELBO, split batch"] = pyro_split_step(args.alpha)
-    times = time_round_robin(steps, batches, args.warmup, "cpu")
+    times = time_round_robin(steps, batches, args.warmup, "cpu")  # each batch is an (x, y, scale) tuple
     medians = {name: {kind: statistics.median(values) * 1e3 for kind, values in t.items()} for name, t in times.items()}
     hand = medians["hand-written"]
     rows = [
@@ -161,22 +170,19 @@ def main(args: argparse.Namespace) -> dict:
     ]  # fmt: skip
     report = {
         "benchmark": f"one M2 training step, {args.labelled} labelled + {args.unlabelled} unlabelled MNIST rows",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": environment(),
         "threads": torch.get_num_threads(), "timed_rounds": args.steps, "results": rows,
         "target_vs_hand_written": TARGET, "met": min(r["cpu_vs_hand_written"] for r in rows[1:]) <= TARGET,
     }  # fmt: skip
-    print(f"{report['benchmark']}; {report['threads']} thread(s); {report['machine']['cpu']}; "
-          f"torch {torch.__version__}, pyro {pyro.__version__}; median of {args.steps} rounds")  # fmt: skip
+    print(f"{report['benchmark']}; {environment_line(report['machine'])}; median of {args.steps} rounds")
     print("| step | CPU ms | wall ms | CPU vs hand-written | wall vs hand-written |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['method']} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | {row['cpu_vs_hand_written']:.2f}x "
               f"| {row['wall_vs_hand_written']:.2f}x |")  # fmt: skip
     print(f"target: Pyro within {TARGET}x of hand-written (CPU time): {report['met']}")
-    out = args.out or Path("runs/bench/m2_step.json")
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(output_path(args, "m2_step_cpu"), report)
     return report
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import triton
 
 RECORDED = Path(__file__).resolve().parent / "results"
@@ -52,3 +53,32 @@ def time_cpu(fn: Callable[[], object], reps: int) -> float:
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e3
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_round_robin(steps: dict[str, Callable], batches: list[torch.Tensor], warmup: int, device: str) -> dict:
+    """Wall and thread-CPU seconds of every step of every method, one step of each per round, warm-up dropped.
+
+    The order rotates by one method each round, so no method always runs right after the same other one.
+    """
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
+    names = list(steps)
+    for round_index, x in enumerate(batches):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            step = steps[name]
+            synchronize(device)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            loss = step(x)
+            synchronize(device)
+            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+            if not loss == loss:  # NaN
+                raise RuntimeError(f"{name} produced a NaN loss at round {round_index}")
+            if round_index >= warmup:
+                times[name]["wall"].append(wall)
+                times[name]["cpu"].append(cpu)
+    return times

@@ -36,7 +36,10 @@ TINY = {
         "--impute-steps 2 --no-figures --no-progress --full-test-iw-samples 0 --latent-dims 4 --hidden-dims 16",
         "examples/dlgm_model_selection.py": "--configs 2 --epochs 1 --test-limit 20 --iw-samples 5 --elbo-samples 2 "
         "--no-progress",
+        "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
+        "--batch-size 100 --m1-epochs 1",
         "benchmarks/bench_dlgm_svi.py": "--steps 4 --warmup 1 --batch-size 16 --profile 0",
+        "benchmarks/bench_m2_step.py": "--steps 4 --warmup 1 --labelled 10 --unlabelled 20",
         "benchmarks/bench_xnor_gemm.py": "--device cpu --shapes 2x128x128 --cpu-reps 1",
         "benchmarks/bench_binarynet_mlp.py": "--hidden 64 --depth 1 --batches 1 --cpu-reps 1 --device cpu",
     }.items()
