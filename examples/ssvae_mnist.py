@@ -172,7 +172,8 @@ def supervised_baseline(guide: M2Guide, data: dict, args: argparse.Namespace) ->
         classifier.train()
         for _ in range(len(data["unlabelled_x"]) // args.batch_size):
             rows = torch.randperm(n_l, generator=generator)[: min(args.labelled_batch, n_l)]
-            loss = F.cross_entropy(classifier(binarize_dynamic(data["labelled_x"][rows])), data["labelled_y"][rows])
+            x = data["labelled_x"][rows]
+            loss = F.cross_entropy(classifier(x if args.m1 else binarize_dynamic(x)), data["labelled_y"][rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -40,6 +40,13 @@ def test_ssvae_learns_from_few_labels_and_writes_results(mnist_root, tmp_path):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_m1_plus_m2_trains_on_the_dlgm_features_with_the_baseline(mnist_root, tmp_path):
+    results = run(mnist_root, tmp_path, "--m1", "--m1-epochs", "1", "--epochs", "1", "--baseline")
+    assert results["m1"] and (tmp_path / "m1_checkpoint.pt").exists()
+    assert 0 < results["supervised_only"]["test_error"] < 0.9  # features of a 1-epoch M1 still classify
+    assert 0 <= results["test_error"] <= 1
+
+
 def test_ssvae_resumes_to_the_same_result_as_an_uninterrupted_run(mnist_root, tmp_path):
     straight = run(mnist_root, tmp_path / "a", "--epochs", "2")
     run(mnist_root, tmp_path / "b", "--epochs", "1")
