@@ -5,5 +5,6 @@ from pyro_bdl.models.dlgm import DLGM
 from pyro_bdl.models.dlgm_guide import DLGMGuide
 from pyro_bdl.models.glm import GLMModel
 from pyro_bdl.models.m2 import M2, M2Guide
+from pyro_bdl.models.rbm import RBM, RBMGuide
 
-__all__ = ["DLGM", "M2", "BXPCAModel", "DLGMGuide", "GLMModel", "M2Guide"]
+__all__ = ["DLGM", "M2", "RBM", "BXPCAModel", "DLGMGuide", "GLMModel", "M2Guide", "RBMGuide"]
