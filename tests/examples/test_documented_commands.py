@@ -38,10 +38,13 @@ TINY = {
         "--no-progress",
         "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
         "--batch-size 100 --m1-epochs 1",
+        "examples/rbm_mnist.py": "--epochs 1 --hidden 16 --test-limit 200 --ais-betas 100 --ais-runs 10 "
+        "--no-progress",
         "benchmarks/bench_dlgm_svi.py": "--steps 4 --warmup 1 --batch-size 16 --profile 0",
         "benchmarks/bench_m2_step.py": "--steps 4 --warmup 1 --labelled 10 --unlabelled 20",
         "benchmarks/bench_xnor_gemm.py": "--device cpu --shapes 2x128x128 --cpu-reps 1",
         "benchmarks/bench_binarynet_mlp.py": "--hidden 64 --depth 1 --batches 1 --cpu-reps 1 --device cpu",
+        "benchmarks/bench_rbm.py": "--epochs 1 --hidden 16 --limit 500 --ais-betas 100 --ais-runs 10",
     }.items()
 }
 MNIST_LIMIT = ["--limit", "1200"]
