@@ -16,10 +16,18 @@ def filter_grid(rbm: RBM, path: str | os.PathLike[str], *, count: int = 100, sid
                 columns: int = 10) -> Path:  # fmt: skip
     """The first ``count`` hidden units' weights ``W[:, j]`` (D = side * side) as images, each scaled to
     [0, 1] by its own largest magnitude (0.5 is zero weight)."""
+    return fields_grid(rbm.weight.detach(), path, count=count, side=side, columns=columns,
+                       title="filters: W[:, j] (grey is 0)")  # fmt: skip
+
+
+def fields_grid(fields: torch.Tensor, path: str | os.PathLike[str], *, count: int = 100, side: int = 28,
+                columns: int = 10, title: str = "receptive fields (grey is 0)") -> Path:  # fmt: skip
+    """The first ``count`` columns of ``fields`` (side * side, H) as images, each scaled by its own
+    largest magnitude to [0, 1] (0.5 is zero)."""
     check_int("count", count)
-    weight = rbm.weight.detach()[:, : min(count, rbm.hidden_dim)].T  # (count, D)
-    scaled = 0.5 + 0.5 * weight / weight.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-    return sample_grid(scaled, path, columns=columns, side=side, title="filters: W[:, j] (grey is 0)")
+    fields = fields.detach()[:, :count].T  # (count, D)
+    scaled = 0.5 + 0.5 * fields / fields.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+    return sample_grid(scaled, path, columns=columns, side=side, title=title)
 
 
 def gibbs_samples_grid(rbm: RBM, path: str | os.PathLike[str], *, num_chains: int = 10, rows: int = 10,
@@ -38,4 +46,4 @@ def gibbs_samples_grid(rbm: RBM, path: str | os.PathLike[str], *, num_chains: in
                        title=f"Gibbs samples, {steps_between} sweeps between rows")  # fmt: skip
 
 
-__all__ = ["filter_grid", "gibbs_samples_grid"]
+__all__ = ["fields_grid", "filter_grid", "gibbs_samples_grid"]

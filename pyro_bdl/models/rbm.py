@@ -65,20 +65,22 @@ class RBM(PyroModule):
         visible: ``"bernoulli"`` (binary, the default) or ``"gaussian"`` (unit variance;
             standardise the data first).
         init_scale: standard deviation of the initial weights (biases start at 0).
-        name: the factor site's name (two RBMs in one model need two names).
+        name: the factor site's name and the prefix of the parameters' names in Pyro's param
+            store (two RBMs in one model, or one param store, need two names).
 
-    Parameters: ``weight`` (D, H), ``visible_bias`` (D,), ``hidden_bias`` (H,).
+    Parameters: ``weight`` (D, H), ``visible_bias`` (D,), ``hidden_bias`` (H,), in Pyro's param
+    store as ``<name>.weight`` etc.
     """
 
     def __init__(self, data_dim: int, hidden_dim: int, *, visible: str = "bernoulli", init_scale: float = 0.01,
                  name: str = FACTOR_SITE) -> None:  # fmt: skip
-        super().__init__()
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        super().__init__(name=name)
         self.data_dim = check_int("data_dim", data_dim)
         self.hidden_dim = check_int("hidden_dim", hidden_dim)
         self.visible = check_choice("visible", visible, VISIBLE_UNITS)
         check_positive("init_scale", init_scale)
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty str, got {name!r}")
         self.site_name = name
         self.weight = nn.Parameter(torch.randn(data_dim, hidden_dim) * init_scale)
         self.visible_bias = nn.Parameter(torch.zeros(data_dim))

@@ -129,4 +129,4 @@ def test_pyro_param_store_holds_the_parameters_under_svi():
     rbm = RBM(10, 4)
     pyro.clear_param_store()
     poutine.trace(rbm).get_trace(torch.ones(2, 10))
-    assert {"weight", "visible_bias", "hidden_bias"} <= set(pyro.get_param_store().keys())
+    assert {"rbm.weight", "rbm.visible_bias", "rbm.hidden_bias"} <= set(pyro.get_param_store().keys())
