@@ -145,14 +145,15 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
     """Epochs from the checkpoint's (or 1) to ``--epochs``; returns the saved state."""
     checkpointer = Checkpointer(args.out / CHECKPOINT_NAME)
     saved = None if args.fresh else checkpointer.load()
-    state = {"epoch": 0, "history": [], "optim": {}, "seconds": 0.0}
+    shuffle = torch.Generator().manual_seed(args.seed)
+    state = {"epoch": 0, "history": [], "optim": {}, "seconds": 0.0, "shuffle": shuffle.get_state()}
     if saved is not None:
         rbm.load_state_dict(saved["rbm"])
         loss.load_state_dict(saved["loss"])
         state = {key: saved[key] for key in state}
         print(f"resumed from {checkpointer.path} after epoch {state['epoch']}")
+    shuffle.set_state(state["shuffle"])
     model = poutine.scale(rbm, scale=1.0 / args.batch_size)
-    shuffle = torch.Generator().manual_seed(args.seed + state["epoch"])
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         settings = epoch_settings(epoch, args)
         optim = optimizer(settings, state["optim"])
@@ -165,7 +166,7 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
         record = {"epoch": epoch, **settings, "cd_loss": total / len(batches), "seconds": seconds,
                   **monitors(rbm, data, test)}  # fmt: skip
         state = {"epoch": epoch, "history": [*state["history"], record], "optim": optim.get_state(),
-                 "seconds": state["seconds"] + seconds}  # fmt: skip
+                 "seconds": state["seconds"] + seconds, "shuffle": shuffle.get_state()}  # fmt: skip
         checkpointer.save({**state, "rbm": rbm.state_dict(), "loss": loss.state_dict()})
         print(f"epoch {epoch}: {seconds:.1f} s, test pseudo-LL {record['test_pseudo_ll']:.2f}, "
               f"reconstruction {record['test_reconstruction_error']:.2f}")  # fmt: skip
