@@ -10,11 +10,12 @@
    PCD-1 through SVI with an L1 penalty ``--l1`` on the weights (Mehta & Schwab also used L1).
 3. Localisation: the linear receptive field of a unit of layer l is its column of
    ``W_1 ... W_l`` (1600,). Its *block share* is the largest fraction of its total weight
-   magnitude inside any ``b x b`` periodic block, ``b = 2 * side / sqrt(H_l)`` (twice the side of
-   a tile when the lattice is tiled by H_l blocks: 4, 8, 16). The control is the same fields with
-   their weights shuffled over the sites (``--controls`` shuffles per unit): a localised field
-   scores far above its shuffles. Reported per layer: the mean block share, the controls' mean,
-   and the fraction of units above the 99th percentile of their own controls.
+   magnitude inside any ``b x b`` periodic block, for each ``b`` of ``--blocks`` (4, 8, 16: 1%,
+   4% and 16% of the 40 x 40 lattice). The control is the same fields with their weights
+   shuffled over the sites (``--controls`` shuffles per unit): a localised field scores far above
+   its shuffles (a smooth but spread-out one only a little). Reported per layer and block size:
+   the mean block share, the controls' mean, and the fraction of units above the 99th percentile
+   of their own controls.
 
 Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer on the lattice;
 ``<out>/results.json`` holds the checks, the per-layer numbers, settings and machine.
@@ -25,6 +26,7 @@ Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer o
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -71,14 +73,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate (batch-mean gradient)")
     parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum")
-    parser.add_argument("--l1", type=float, default=1e-4, help="L1 penalty on the weights, per row")
+    parser.add_argument("--l1", type=float, default=0.01, help="L1 penalty on the weights, per row")
+    parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16], help="block sides for the block share")
     parser.add_argument("--controls", type=int, default=20, help="shuffled-weight controls per unit")
     args = parser.parse_args(argv)
     for name in ("samples", "check_samples", "thin", "epochs", "batch_size", "controls", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.side < 2 or args.burn_in < 0 or any(h < 1 for h in args.hidden_dims):
-        parser.error("--side must be >= 2, --burn-in >= 0 and every --hidden-dims entry >= 1")
+    if args.side < 2 or args.burn_in < 0 or min(args.hidden_dims) < 1 or min(args.blocks) < 1:
+        parser.error("--side must be >= 2, --burn-in >= 0, every --hidden-dims and --blocks entry >= 1")
     if not args.temperature > 0 or any(not t > 0 for t in args.check_temperatures) or args.l1 < 0 or args.lr <= 0:
         parser.error("temperatures and --lr must be > 0, --l1 >= 0")
     return args
@@ -105,12 +108,13 @@ def block_shares(fields: torch.Tensor, side: int, block: int) -> torch.Tensor:
     return sums.flatten(1).amax(-1) / magnitude.flatten(1).sum(-1).clamp_min(1e-12)
 
 
-def localisation(stack: RBMStack, side: int, controls: int, generator: torch.Generator) -> list[dict]:
-    """Per layer: block size, mean block share, shuffled controls' mean, share of units above their controls' 99%."""
+def localisation(stack: RBMStack, side: int, blocks: Sequence[int], controls: int,
+                 generator: torch.Generator) -> list[dict]:  # fmt: skip
+    """Per layer and block side: mean block share, shuffled controls' mean, share of units above their controls' 99%."""
     out = []
-    for depth, layer in enumerate(stack.layers, start=1):
+    for (depth, layer), block in itertools.product(enumerate(stack.layers, start=1), blocks):
+        block = min(side, block)
         fields = stack.receptive_fields(depth)  # (side^2, H)
-        block = min(side, max(1, round(2 * side / math.sqrt(layer.hidden_dim))))
         shares = block_shares(fields, side, block)
         shuffled = torch.stack(
             [
@@ -149,14 +153,15 @@ def main(args: argparse.Namespace) -> dict:
     stack = greedy_stack(data, args.hidden_dims, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, momentum=args.momentum, l1=args.l1)  # fmt: skip
     training_seconds = time.perf_counter() - start
-    layers = localisation(stack, args.side, args.controls, torch.Generator().manual_seed(args.seed))
+    layers = localisation(stack, args.side, args.blocks, args.controls, torch.Generator().manual_seed(args.seed))
     for row in layers:
         print(f"layer {row['layer']} ({row['hidden']} units), {row['block']}x{row['block']} blocks: mean block share "
               f"{row['mean_block_share']:.3f} vs shuffled {row['control_mean_block_share']:.3f} "
               f"+- {row['control_sd_block_share']:.3f}; units above their controls' 99%: "
               f"{100 * row['units_above_control_99']:.0f}%")  # fmt: skip
-        fields_grid(stack.receptive_fields(row["layer"]), args.out / f"fields_layer{row['layer']}.png", count=25,
-                    side=args.side, columns=5, title=f"layer {row['layer']} receptive fields")  # fmt: skip
+    for depth in range(1, len(stack.layers) + 1):
+        fields_grid(stack.receptive_fields(depth), args.out / f"fields_layer{depth}.png", count=25,
+                    side=args.side, columns=5, title=f"layer {depth} receptive fields")  # fmt: skip
     payload = {"sampler_checks": checks, "layers": layers, "sampling_seconds": sampling_seconds,
                "training_seconds": training_seconds, "settings": arguments_record(args),
                "environment": environment("cpu")}  # fmt: skip

@@ -54,8 +54,8 @@ def test_rbm_ising_checks_the_sampler_and_scores_localisation(tmp_path):
     example = load_example("rbm_ising")
     results = example.main(example.parse_args(["--side", "8", "--samples", "300", "--check-samples", "200",
                                                "--hidden-dims", "16", "4", "--epochs", "2", "--controls", "5",
-                                               "--out", str(tmp_path)]))  # fmt: skip
+                                               "--blocks", "2", "4", "--out", str(tmp_path)]))  # fmt: skip
     assert [round(c["temperature"], 3) for c in results["sampler_checks"]] == [2.269, 2.0, 2.5]
     assert all(abs(c["z"]) < 5 for c in results["sampler_checks"])
-    assert [row["block"] for row in results["layers"]] == [4, 8]
+    assert [(row["layer"], row["block"]) for row in results["layers"]] == [(1, 2), (1, 4), (2, 2), (2, 4)]
     assert (tmp_path / "fields_layer1.png").read_bytes().startswith(b"\x89PNG")
