@@ -5,6 +5,9 @@
   binarisation, the 50,000 / 10,000 train/validation split).
 * :mod:`pyro_bdl.data.uci`: the UCI regression sets with their standard train/test splits
   (Hernandez-Lobato & Adams 2015), normalised with training statistics.
+* :mod:`pyro_bdl.data.ising`: 2-D Ising configurations by Swendsen-Wang, with the exact
+  finite-lattice (Kaufman) and infinite-lattice (Onsager) energies to check them; import it
+  from there (it needs scipy, which this package's import does not load).
 
 Set ``PYRO_BDL_DATA`` to the data folder (the one holding ``mnist/`` and ``uci/``) or pass folders
 explicitly.

@@ -7,10 +7,14 @@
 * :mod:`~pyro_bdl.inference.fit`: :func:`fit`, minibatch SVI with validation,
   :class:`EarlyStopping` and resumable checkpoints (:class:`FitState`).
 * :mod:`~pyro_bdl.inference.minibatch`: scale the sites of the data plate by N / B.
+* :mod:`~pyro_bdl.inference.contrastive_divergence`: :class:`ContrastiveDivergence`, the CD-k /
+  PCD loss of models with RBM factors; :mod:`~pyro_bdl.inference.ais`: AIS for an RBM's log Z.
 """
 
 from __future__ import annotations
 
+from pyro_bdl.inference.ais import AISResult, ais_log_partition, ais_schedule, base_rate_bias
+from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
 from pyro_bdl.inference.scoring import (
@@ -24,12 +28,17 @@ from pyro_bdl.inference.traces import PARTICLE_PLATE, SiteInfo, TraceLayout, tra
 __all__ = [
     "CHECKPOINT_FORMAT",
     "PARTICLE_PLATE",
+    "AISResult",
+    "ContrastiveDivergence",
     "DataPlateScaleMessenger",
     "EarlyStopping",
     "FitResult",
     "FitState",
     "SiteInfo",
     "TraceLayout",
+    "ais_log_partition",
+    "ais_schedule",
+    "base_rate_bias",
     "elbo_per_datum",
     "fit",
     "importance_log_likelihood",

@@ -5,5 +5,19 @@ from pyro_bdl.models.dlgm import DLGM
 from pyro_bdl.models.dlgm_guide import DLGMGuide
 from pyro_bdl.models.glm import GLMModel
 from pyro_bdl.models.m2 import M2, M2Guide
+from pyro_bdl.models.rbm import RBM, RBMGuide
+from pyro_bdl.models.rbm_stack import RBMStack, greedy_stack, train_rbm
 
-__all__ = ["DLGM", "M2", "BXPCAModel", "DLGMGuide", "GLMModel", "M2Guide"]
+__all__ = [
+    "DLGM",
+    "M2",
+    "RBM",
+    "BXPCAModel",
+    "DLGMGuide",
+    "GLMModel",
+    "M2Guide",
+    "RBMGuide",
+    "RBMStack",
+    "greedy_stack",
+    "train_rbm",
+]

@@ -38,12 +38,18 @@ TINY = {
         "--no-progress",
         "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
         "--batch-size 100 --m1-epochs 1",
+        "examples/rbm_ising.py": "--side 8 --samples 200 --check-samples 100 --hidden-dims 16 4 --epochs 1 "
+        "--controls 2",
+        "examples/rbm_mnist.py": "--epochs 1 --hidden 16 --test-limit 200 --ais-betas 100 --ais-runs 10 --no-progress",
         "benchmarks/bench_dlgm_svi.py": "--steps 4 --warmup 1 --batch-size 16 --profile 0",
         "benchmarks/bench_m2_step.py": "--steps 4 --warmup 1 --labelled 10 --unlabelled 20",
         "benchmarks/bench_xnor_gemm.py": "--device cpu --shapes 2x128x128 --cpu-reps 1",
         "benchmarks/bench_binarynet_mlp.py": "--hidden 64 --depth 1 --batches 1 --cpu-reps 1 --device cpu",
+        "benchmarks/bench_rbm.py": "--epochs 1 --hidden 16 --limit 500 --ais-betas 100 --ais-runs 10",
     }.items()
 }
+NO_DATA = {"benchmarks/bench_xnor_gemm.py", "examples/rbm_ising.py"}
+"""Scripts without a ``--data`` flag (they read no data set)."""
 MNIST_LIMIT = ["--limit", "1200"]
 """Added to MNIST commands that do not set ``--validation`` themselves."""
 TINY_GRID = {"gamma(1,0.1)": {"noise_prior": (1.0, 0.1), "lr": 1e-2, "min_steps": 20}}
@@ -102,7 +108,7 @@ def test_documented_command_runs_at_tiny_size(where, command, tmp_path, monkeypa
     script, *argv = shlex.split(command)
     data_folder = request.getfixturevalue("uci_root" if "bnn_uci" in script else "mnist_root").parent
     argv = [flag for flag in argv if flag != "--record"]  # never write the recorded numbers from a test
-    extra = [*TINY[script]] + (["--data", str(data_folder)] if script != "benchmarks/bench_xnor_gemm.py" else [])
+    extra = [*TINY[script]] + (["--data", str(data_folder)] if script not in NO_DATA else [])
     if script.startswith("examples/") and "mnist" in script and "--validation" not in argv:
         extra += MNIST_LIMIT  # a sixth of it is held out, as of any documented --limit
     if "--device" in argv and not torch.cuda.is_available():

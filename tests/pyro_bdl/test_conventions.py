@@ -1,7 +1,9 @@
 """Every model of the package against :mod:`pyro_bdl.conventions`, traced side by side.
 
 Adding a model is one line in ``MODELS``: a name, a builder returning ``(model, guide)``, and
-whether the model is conditional (``model(x, y)``) or generative (``model(x)``).
+whether the model is conditional (``model(x, y)``) or generative (``model(x)``). An energy-based
+model (the RBM) has no normalised likelihood to observe: its data enter through a factor
+``-F(x)`` in the data plate, so its case names that factor site in place of :data:`OBS_SITE`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pyro_bdl.bnn import (
 )
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.inference import scale_data_plate
-from pyro_bdl.models import DLGM, M2, BXPCAModel, DLGMGuide, GLMModel, M2Guide
+from pyro_bdl.models import DLGM, M2, RBM, BXPCAModel, DLGMGuide, GLMModel, M2Guide, RBMGuide
+from pyro_bdl.models.rbm import FACTOR_SITE
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -53,11 +56,13 @@ def _auto(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 @dataclass(frozen=True)
 class Case:
     """A model of the package: ``build()`` returns ``(model, guide)``; ``target`` is ``None`` for a
-    generative model (``model(x)``), else ``"real"`` or ``"label"`` (the ``y`` of ``model(x, y)``)."""
+    generative model (``model(x)``), else ``"real"`` or ``"label"`` (the ``y`` of ``model(x, y)``);
+    ``site`` is where the data enter: :data:`OBS_SITE`, or the factor of an energy-based model."""
 
     name: str
     build: Callable[[], tuple[nn.Module, nn.Module]]
     target: str | None
+    site: str = OBS_SITE
 
 
 MODELS = [
@@ -71,6 +76,7 @@ MODELS = [
     Case("mc_dropout_regressor", lambda: (m := MCDropoutRegressor(_mlp(1, dropout=True)), MAPGuide(m)), "real"),
     Case("mc_dropout_classifier", lambda: (m := MCDropoutClassifier(_mlp(CLASSES, True)), MAPGuide(m)), "label"),
     Case("m2", lambda: (m := M2(FEATURES, CLASSES, 2, (8,)), M2Guide.for_model(m, alpha=1.0)), "label"),
+    Case("rbm", lambda: (RBM(FEATURES, 3), RBMGuide()), None, FACTOR_SITE),
 ]
 
 
@@ -112,7 +118,7 @@ def case(request) -> Case:
 
 def test_the_observed_site_is_obs_inside_the_data_plate(case):
     model_trace, _ = traces(case, 5)
-    site = model_trace.nodes[OBS_SITE]
+    site = model_trace.nodes[case.site]
     assert site["is_observed"]
     frames = {frame.name: frame for frame in site["cond_indep_stack"]}
     assert DATA_PLATE in frames and frames[DATA_PLATE].size == 5
@@ -121,7 +127,7 @@ def test_the_observed_site_is_obs_inside_the_data_plate(case):
 def test_every_per_datum_site_sits_in_the_data_plate(case):
     (model_5, guide_5), (model_7, guide_7) = traces(case, 5), traces(case, 7)
     local = {"model": per_datum_sites(model_5, model_7), "guide": per_datum_sites(guide_5, guide_7)}
-    assert OBS_SITE in local["model"]
+    assert case.site in local["model"]
     for which, trace in (("model", model_5), ("guide", guide_5)):
         for name in local[which]:
             plates = [frame.name for frame in trace.nodes[name]["cond_indep_stack"]]

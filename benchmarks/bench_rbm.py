@@ -1,0 +1,192 @@
+"""Time RBM training per epoch: Pyro's SVI with the CD loss, a plain PyTorch loop, scikit-learn.
+
+All three train a 784-``--hidden`` binary RBM by PCD-1 (``--chains`` persistent chains) on the
+60,000 MNIST training images binarised once (seed 0), batch ``--batch-size``, for ``--epochs``
+epochs, from the same initial weights (N(0, 0.01^2), visible biases at the base rates):
+
+* ``pyro SVI + ContrastiveDivergence``: ``pyro.infer.SVI`` on :class:`pyro_bdl.models.RBM`
+  (scaled by 1 / batch) with ``ContrastiveDivergence(1, persistent=True)`` and Pyro's ``SGD``.
+* ``plain PyTorch``: the same updates written by hand (positive and negative statistics of
+  the hidden probabilities, the gradient set on the tensors, ``torch.optim.SGD``).
+* ``scikit-learn BernoulliRBM``: its own PCD-1 (float64 by default, no momentum), its default
+  learning rate 0.1, with ``fit`` (``n_iter`` = epochs); the chains are its batch. Needs the
+  optional extra ``pip install -e .[bench]``; skipped (and said so) without it.
+
+The two torch methods run round-robin, one step each per round (``timing.time_round_robin``),
+so a shared machine slows both alike; scikit-learn runs after them. Each model is then scored
+by AIS (``--ais-betas`` temperatures, ``--ais-runs`` runs, base rates of the training data)
+on the 10,000 test images binarised once (seed 1). Targets (issue 11): Pyro within 1.2x of the
+plain loop, at least 2.5x faster than scikit-learn, and a better log-likelihood.
+
+    python benchmarks/bench_rbm.py --epochs 5 --threads 1
+
+Writes JSON to ``runs/bench/`` unless ``--record`` (``benchmarks/results/``) or ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+from timing import add_output_arguments, output_path, time_round_robin
+
+from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.experiment import (
+    UsageError,
+    add_common_arguments,
+    data_root,
+    environment,
+    environment_line,
+    make_parser,
+    run_main,
+    setup,
+    write_results,
+)
+from pyro_bdl.inference import ContrastiveDivergence, ais_log_partition, base_rate_bias
+from pyro_bdl.models import RBM, RBMGuide
+
+TARGET_VS_PLAIN, TARGET_VS_SKLEARN = 1.2, 2.5
+PYRO, PLAIN, SKLEARN = "pyro SVI + ContrastiveDivergence", "plain PyTorch", "scikit-learn BernoulliRBM"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, seed=0)
+    parser.add_argument("--hidden", type=int, default=500, help="hidden units")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs each method trains")
+    parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
+    parser.add_argument("--chains", type=int, default=100, help="persistent chains of the torch methods")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate of the torch methods (batch mean)")
+    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum of the torch methods")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
+    parser.add_argument("--ais-betas", type=int, default=14500, help="AIS inverse temperatures")
+    parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs")
+    parser.add_argument("--no-sklearn", dest="sklearn", action="store_false", help="skip scikit-learn")
+    add_output_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def initial_rbm(args: argparse.Namespace, data: torch.Tensor) -> RBM:
+    torch.manual_seed(args.seed)
+    rbm = RBM(784, args.hidden)
+    with torch.no_grad():
+        rbm.visible_bias.copy_(base_rate_bias(data).float())
+    return rbm
+
+
+def pyro_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], float]:
+    loss = ContrastiveDivergence(1, persistent=True, num_chains=args.chains)
+    model = poutine.scale(rbm, scale=1.0 / args.batch_size)
+    svi = SVI(model, RBMGuide(), pyro.optim.SGD({"lr": args.lr, "momentum": args.momentum}), loss)
+    return svi.step
+
+
+def plain_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> Callable[[torch.Tensor], float]:
+    """PCD-1 by hand on the tensors of ``rbm`` (outside Pyro): the gradient of mean F(v) - mean F(chains)."""
+    weight, visible_bias, hidden_bias = rbm.weight, rbm.visible_bias, rbm.hidden_bias
+    optimizer = torch.optim.SGD([weight, visible_bias, hidden_bias], lr=args.lr, momentum=args.momentum)
+    chains = first[torch.arange(args.chains) % first.shape[0]].clone()
+
+    @torch.no_grad()
+    def step(v: torch.Tensor) -> float:
+        nonlocal chains
+        h = torch.bernoulli(torch.sigmoid(chains @ weight + hidden_bias))
+        chains = torch.bernoulli(torch.sigmoid(h @ weight.T + visible_bias))
+        positive, negative = torch.sigmoid(v @ weight + hidden_bias), torch.sigmoid(chains @ weight + hidden_bias)
+        weight.grad = chains.T @ negative / chains.shape[0] - v.T @ positive / v.shape[0]
+        visible_bias.grad = chains.mean(0) - v.mean(0)
+        hidden_bias.grad = negative.mean(0) - positive.mean(0)
+        optimizer.step()
+        return 0.0
+
+    return step
+
+
+def sklearn_rbm(args: argparse.Namespace, data: torch.Tensor) -> tuple[RBM, float] | None:
+    """scikit-learn's BernoulliRBM fitted for ``--epochs``; ``(its weights as an RBM, seconds per epoch)``."""
+    try:
+        from sklearn.neural_network import BernoulliRBM
+    except ImportError:
+        print("scikit-learn is not installed (pip install -e .[bench]): its row is skipped")
+        return None
+    model = BernoulliRBM(n_components=args.hidden, learning_rate=0.1, batch_size=args.batch_size,
+                         n_iter=args.epochs, random_state=args.seed)  # fmt: skip
+    start = time.perf_counter()
+    model.fit(data.double().numpy())
+    seconds = (time.perf_counter() - start) / args.epochs
+    rbm = RBM(784, args.hidden)
+    with torch.no_grad():
+        rbm.weight.copy_(torch.from_numpy(model.components_.T))
+        rbm.visible_bias.copy_(torch.from_numpy(model.intercept_visible_))
+        rbm.hidden_bias.copy_(torch.from_numpy(model.intercept_hidden_))
+    return rbm, seconds
+
+
+def test_log_likelihood(rbm: RBM, base: torch.Tensor, test: torch.Tensor, args: argparse.Namespace) -> dict:
+    result = ais_log_partition(rbm, num_betas=args.ais_betas, num_runs=args.ais_runs, base_bias=base,
+                               generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+    return {"test_ll": float(rbm.log_likelihood(test, result.log_z).double().mean()), "ais": result.as_dict()}
+
+
+def main(args: argparse.Namespace) -> dict:
+    if min(args.hidden, args.epochs, args.batch_size, args.chains, args.ais_runs) < 1 or args.ais_betas < 10:
+        raise UsageError("--hidden, --epochs, --batch-size, --chains, --ais-runs must be >= 1, --ais-betas >= 10")
+    setup(args)
+    pyro.enable_validation(False)
+    pyro.clear_param_store()
+    root = data_root(args, "mnist")
+    images = to_float(load_mnist(root, "train", limit=args.limit).images, flatten=True)
+    data = binarize_dynamic(images, torch.Generator().manual_seed(0))
+    test = binarize_dynamic(to_float(load_mnist(root, "test").images, flatten=True), torch.Generator().manual_seed(1))
+    rbms = {PYRO: initial_rbm(args, data), PLAIN: initial_rbm(args, data)}
+    steps = {PYRO: pyro_step(rbms[PYRO], args), PLAIN: plain_step(rbms[PLAIN], args, data[: args.batch_size])}
+    shuffle = torch.Generator().manual_seed(args.seed)
+    batches = [
+        b for _ in range(args.epochs) for b in data[torch.randperm(len(data), generator=shuffle)].split(args.batch_size)
+    ]
+    times = time_round_robin(steps, batches, 0, "cpu")
+    per_epoch = len(batches) / args.epochs
+    rows = {
+        name: {"seconds_per_epoch": statistics.fmean(t["wall"]) * per_epoch,
+               "cpu_seconds_per_epoch": statistics.fmean(t["cpu"]) * per_epoch}
+        for name, t in times.items()
+    }  # fmt: skip
+    fitted = sklearn_rbm(args, data) if args.sklearn else None
+    if fitted is not None:
+        rbms[SKLEARN] = fitted[0]
+        rows[SKLEARN] = {"seconds_per_epoch": fitted[1], "cpu_seconds_per_epoch": None}
+    base = base_rate_bias(data)
+    for name, rbm in rbms.items():
+        rows[name].update(test_log_likelihood(rbm, base, test, args))
+    pyro_row = rows[PYRO]
+    met = {"within_1.2x_of_plain": pyro_row["seconds_per_epoch"] <= TARGET_VS_PLAIN * rows[PLAIN]["seconds_per_epoch"]}
+    if SKLEARN in rows:
+        met["2.5x_faster_than_sklearn"] = TARGET_VS_SKLEARN * pyro_row["seconds_per_epoch"] <= rows[SKLEARN][
+            "seconds_per_epoch"]  # fmt: skip
+        met["better_ll_than_sklearn"] = pyro_row["test_ll"] > rows[SKLEARN]["test_ll"]
+    report = {
+        "benchmark": f"RBM 784-{args.hidden} PCD-1 training on MNIST, batch {args.batch_size}, {args.epochs} epochs",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": environment(),
+        "threads": torch.get_num_threads(), "results": rows, "targets_met": met,
+    }  # fmt: skip
+    print(f"{report['benchmark']}; {environment_line(report['machine'])}")
+    print("| method | s / epoch (wall) | vs plain | AIS test LL (nats) | AIS ESS |\n|---|---|---|---|---|")
+    for name, row in rows.items():
+        ratio = row["seconds_per_epoch"] / rows[PLAIN]["seconds_per_epoch"]
+        print(f"| {name} | {row['seconds_per_epoch']:.2f} | {ratio:.2f}x | {row['test_ll']:.2f} "
+              f"| {row['ais']['ess']:.1f} |")  # fmt: skip
+    print(f"targets: {met}")
+    write_results(output_path(args, "rbm_cpu"), report)
+    return report
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

@@ -1,0 +1,61 @@
+"""The RBM examples run end to end at tiny size, write results and figures, and the MNIST one resumes exactly."""
+
+import json
+
+import pyro
+import pytest
+
+from tests.examples.helpers import load_example
+
+TINY = ["--limit", "600", "--test-limit", "200", "--hidden", "20", "--ais-betas", "200", "--ais-runs", "20",
+        "--no-progress", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_param_store():
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+def run(mnist_root, out, *flags):
+    example = load_example("rbm_mnist")
+    pyro.clear_param_store()
+    return example.main(example.parse_args([*TINY, "--data", str(mnist_root), "--out", str(out), *flags]))
+
+
+def test_rbm_mnist_writes_scores_with_their_schedule_and_figures(mnist_root, tmp_path):
+    results = run(mnist_root, tmp_path, "--epochs", "2", "--persistent")
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["method"] == "PCD-1" and [row["epoch"] for row in written["history"]] == [1, 2]
+    for name, betas in (("ais", 200), ("ais_check", 800)):
+        score = written["scores"][name]
+        assert score["num_betas"] == betas and score["num_runs"] == 20 and 0 < score["ess"] <= 20
+        assert score["stderr"] > 0 and -784 < score["test_ll"] < 0
+    assert results["scores"]["ais"]["seed"] != results["scores"]["ais_check"]["seed"]
+    for name in ("filters", "samples"):
+        assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rbm_mnist_resumes_exactly(mnist_root, tmp_path):
+    """Two epochs in one go, or one epoch and a resumed second (PCD chains, momentum and RNGs restored):
+    the same history and the same AIS estimate."""
+    flags = ["--persistent", "--no-figures", "--no-ais-check"]
+    straight = run(mnist_root, tmp_path / "straight", "--epochs", "2", *flags)
+    run(mnist_root, tmp_path / "resumed", "--epochs", "1", *flags)
+    resumed = run(mnist_root, tmp_path / "resumed", "--epochs", "2", *flags)
+    drop = ("seconds",)
+    rows = [[{k: v for k, v in row.items() if k not in drop} for row in r["history"]] for r in (straight, resumed)]
+    assert rows[0] == rows[1]
+    assert resumed["scores"]["ais"]["log_z"] == pytest.approx(straight["scores"]["ais"]["log_z"], abs=1e-9)
+
+
+def test_rbm_ising_checks_the_sampler_and_scores_localisation(tmp_path):
+    example = load_example("rbm_ising")
+    results = example.main(example.parse_args(["--side", "8", "--samples", "300", "--check-samples", "200",
+                                               "--hidden-dims", "16", "4", "--epochs", "2", "--controls", "5",
+                                               "--blocks", "2", "4", "--out", str(tmp_path)]))  # fmt: skip
+    assert [round(c["temperature"], 3) for c in results["sampler_checks"]] == [2.269, 2.0, 2.5]
+    assert all(abs(c["z"]) < 5 for c in results["sampler_checks"])
+    assert [(row["layer"], row["block"]) for row in results["layers"]] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    assert (tmp_path / "fields_layer1.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,146 @@
+"""ContrastiveDivergence: its gradient against the exact one, SVI and fit, persistent chains, bad arguments."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+
+from pyro_bdl.inference import ContrastiveDivergence, fit
+from pyro_bdl.models import RBM, RBMGuide
+from pyro_bdl.models.rbm import FACTOR_SITE, all_states
+
+pytestmark = pytest.mark.usefixtures("pyro_state")
+
+
+def small_rbm(seed: int = 0) -> RBM:
+    torch.manual_seed(seed)
+    rbm = RBM(10, 6, init_scale=1.0)
+    with torch.no_grad():
+        rbm.visible_bias.normal_(0, 0.5)
+        rbm.hidden_bias.normal_(0, 0.5)
+    return rbm.double()
+
+
+def gradient(rbm: RBM, loss: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(rbm.parameters()))])
+
+
+def exact_gradient(rbm: RBM, data: torch.Tensor) -> torch.Tensor:
+    """Gradient of the mean negative log-likelihood: mean F(data) + log Z, by enumeration."""
+    log_z = torch.logsumexp(-rbm.free_energy(all_states(rbm.data_dim)), 0)
+    return gradient(rbm, rbm.free_energy(data).mean() + log_z)
+
+
+def cd_gradient(rbm: RBM, data: torch.Tensor, k: int, repeats: int) -> torch.Tensor:
+    """The CD-k loss's gradient per row, averaged over ``repeats`` chains per data row."""
+    rows = data.repeat(repeats, 1)
+    loss = ContrastiveDivergence(k).differentiable_loss(rbm, RBMGuide(), rows)
+    return gradient(rbm, loss / rows.shape[0])
+
+
+def test_cd_k_gradient_approaches_the_exact_gradient_as_k_grows():
+    """Relative error of the CD-k gradient (expected over 4,000 chains per row): CD-1 is biased,
+    CD-100 is within Monte Carlo noise of the exact gradient."""
+    rbm = small_rbm()
+    torch.manual_seed(1)
+    data = torch.bernoulli(torch.full((25, 10), 0.3, dtype=torch.float64))
+    exact = exact_gradient(rbm, data)
+    errors = {k: float((cd_gradient(rbm, data, k, 4000) - exact).norm() / exact.norm()) for k in (1, 5, 100)}
+    assert errors[100] < 0.03
+    assert errors[1] > 3 * errors[100]
+    assert errors[1] > errors[5] > errors[100]
+
+
+def test_loss_value_is_the_free_energy_difference():
+    """``loss`` (a float) equals ``differentiable_loss`` and ``loss_and_grads`` at the same random state."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((8, 10), 0.5, dtype=torch.float64))
+    values = []
+    for method in ("loss", "differentiable_loss", "loss_and_grads"):
+        torch.manual_seed(3)
+        value = getattr(ContrastiveDivergence(2), method)(rbm, RBMGuide(), data)
+        values.append(float(value.detach()) if isinstance(value, torch.Tensor) else value)
+    torch.manual_seed(3)
+    negative = rbm.gibbs(data, 2)
+    expected = float((rbm.free_energy(data).sum() - rbm.free_energy(negative).sum()).detach())
+    assert values == pytest.approx([expected] * 3)
+
+
+def test_svi_with_cd_raises_the_likelihood_of_the_data():
+    rbm = RBM(10, 6)
+    torch.manual_seed(0)
+    data = torch.bernoulli(torch.full((200, 10), 0.1)) * (torch.arange(10) < 5)  # first five bits only
+    before = rbm.exact_log_partition()
+    svi = SVI(rbm, RBMGuide(), pyro.optim.SGD({"lr": 0.05}), ContrastiveDivergence(1))
+    for _ in range(200):
+        svi.step(data[torch.randint(200, (20,))])
+    after = rbm.exact_log_partition()
+    assert float(rbm.log_likelihood(data, after).mean()) > float(rbm.log_likelihood(data, before).mean()) + 2
+
+
+def test_fit_scales_the_negative_phase_with_the_positive_one():
+    """Under fit's N / B scaling both phases carry the same weight, so the surrogate is N/B times the batch's."""
+    rbm = small_rbm().float()
+    data = torch.bernoulli(torch.full((6, 10), 0.5))
+    torch.manual_seed(0)
+    plain = ContrastiveDivergence(1).differentiable_loss(rbm, RBMGuide(), data)
+    torch.manual_seed(0)
+    scaled = ContrastiveDivergence(1).differentiable_loss(poutine.scale(rbm, 10.0), RBMGuide(), data)
+    torch.testing.assert_close(scaled, 10 * plain)
+    result = fit(rbm, RBMGuide(), torch.bernoulli(torch.full((60, 10), 0.3)), optim=pyro.optim.SGD({"lr": 0.01}),
+                 epochs=2, batch_size=20, loss=ContrastiveDivergence(1), progress=False)  # fmt: skip
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_persistent_chains_carry_over_and_round_trip_through_state_dict():
+    rbm = small_rbm().float()
+    data = torch.bernoulli(torch.full((6, 10), 0.5))
+    loss = ContrastiveDivergence(1, persistent=True, num_chains=9)
+    loss.loss(rbm, RBMGuide(), data)
+    first = loss.state_dict()["chains"][FACTOR_SITE]
+    assert first.shape == (9, 10)
+    loss.loss(rbm, RBMGuide(), data)
+    restored = ContrastiveDivergence(1, persistent=True, num_chains=9)
+    restored.load_state_dict(loss.state_dict())
+    torch.manual_seed(5)
+    a = loss.differentiable_loss(rbm, RBMGuide(), data)
+    torch.manual_seed(5)
+    b = restored.differentiable_loss(rbm, RBMGuide(), data)
+    torch.testing.assert_close(a, b)
+
+
+def test_an_rbm_factor_inside_a_larger_model_gets_its_cd_term():
+    """An RBM prior over codes z = x rows (a factor with the module's ``factor``), beside another site."""
+    rbm = small_rbm().float()
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            rbm.factor(x, name="prior")
+            pyro.sample("noise", pyro.distributions.Normal(0.0, 1.0), obs=torch.zeros(x.shape[0]))
+
+    data = torch.bernoulli(torch.full((6, 10), 0.5))
+    torch.manual_seed(0)
+    value = ContrastiveDivergence(1).loss(model, lambda x: None, data)
+    torch.manual_seed(0)
+    negative = rbm.gibbs(data, 1)
+    expected = rbm.free_energy(data).sum() - rbm.free_energy(negative).sum() - 6 * torch.distributions.Normal(
+        0.0, 1.0).log_prob(torch.tensor(0.0))  # fmt: skip
+    assert value == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k must be an int >= 1, got 0"),
+        ({"k": 1.5}, "k must be an int >= 1, got 1.5"),
+        ({"num_chains": 10}, "num_chains needs persistent=True"),
+        ({"persistent": True, "num_chains": 0}, "num_chains must be an int >= 1 or None, got 0"),
+        ({"persistent": "yes"}, "persistent must be a bool"),
+    ],
+)
+def test_bad_arguments_give_a_one_line_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ContrastiveDivergence(**kwargs)
