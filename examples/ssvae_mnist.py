@@ -85,6 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     parser.add_argument("--clip-norm", type=float, default=10.0, help="gradient norm clip per parameter tensor")
     parser.add_argument("--classifier-dropout", type=float, default=0.0, help="dropout in q(y | x)")
+    parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
     parser.add_argument("--m1-epochs", type=int, default=50, help="epochs of M1 training (with --m1)")
     parser.add_argument("--baseline", action="store_true", help="also train the classifier on the labels alone")
@@ -133,9 +134,13 @@ def m1_features(guide: DLGMGuide, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([guide.posterior_means(chunk)[0] for chunk in images.split(2000)])
 
 
-def steps(data: dict, args: argparse.Namespace, generator: torch.Generator) -> Iterator[tuple]:
-    """One epoch of ``(x, y, row_scale)`` steps: unlabelled rows once, labelled rows drawn afresh each step."""
+def steps(data: dict, args: argparse.Namespace, generator: torch.Generator, epoch: int = 1) -> Iterator[tuple]:
+    """One epoch of ``(x, y, row_scale)`` steps: unlabelled rows once, labelled rows drawn afresh each step.
+
+    With ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to 1 over the first E epochs.
+    """
     n_u, n_l = len(data["unlabelled_x"]), len(data["labelled_x"])
+    warmup = min(1.0, epoch / args.unlabelled_warmup) if args.unlabelled_warmup else 1.0
     unlabelled_order = torch.randperm(n_u, generator=generator)
     labelled_batch = min(args.labelled_batch, n_l)
     for start in range(0, n_u - args.batch_size + 1, args.batch_size):
@@ -143,7 +148,7 @@ def steps(data: dict, args: argparse.Namespace, generator: torch.Generator) -> I
         lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
         x = torch.cat([data["labelled_x"][lab], data["unlabelled_x"][u]])
         y = torch.cat([data["labelled_y"][lab], torch.full((len(u),), -1, dtype=torch.long)])
-        scale = torch.cat([torch.full((len(lab),), n_l / len(lab)), torch.full((len(u),), n_u / len(u))])
+        scale = torch.cat([torch.full((len(lab),), n_l / len(lab)), torch.full((len(u),), warmup * n_u / len(u))])
         yield x, y, scale
 
 
@@ -213,7 +218,7 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
     for epoch in range(state.epoch + 1, args.epochs + 1):
         start, total = time.perf_counter(), 0.0
-        batches = list(steps(data, args, state.shuffle))
+        batches = list(steps(data, args, state.shuffle, epoch))
         for x, y, scale in tqdm(batches, desc=f"epoch {epoch}", leave=False):
             x = x if args.m1 else binarize_dynamic(x)
             labelled = y >= 0  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
