@@ -76,17 +76,23 @@ def check_probabilities(name: str, value: object, *, dim: int | None = None) -> 
     return probs
 
 
-def check_labels(name: str, value: object, *, num_data: int, num_classes: int) -> torch.Tensor:
-    """Integer class labels (num_data,) in [0, num_classes)."""
+def check_labels(
+    name: str, value: object, *, num_data: int, num_classes: int, unlabelled: int | None = None
+) -> torch.Tensor:
+    """Integer class labels (num_data,) in [0, num_classes); ``unlabelled`` (e.g. -1), if given, marks a row without."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an integer torch.Tensor of shape ({num_data},), got {type(value).__name__}")
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {value.dtype}")
+        raise TypeError(f"{name} must hold integer class indices, got dtype {value.dtype}")
     if value.shape != (num_data,):
-        raise ValueError(f"{name} must have shape ({num_data},) to match the probabilities, got {tuple(value.shape)}")
-    if num_data and (int(value.min()) < 0 or int(value.max()) >= num_classes):
+        raise ValueError(f"{name} must have shape ({num_data},), got {tuple(value.shape)}")
+    valid = (value >= 0) & (value < num_classes)
+    if unlabelled is not None:
+        valid |= value == unlabelled
+    if num_data and not bool(valid.all()):
+        marker = "" if unlabelled is None else f" or be {unlabelled} for unlabelled rows"
         raise ValueError(
-            f"{name} must lie in [0, {num_classes}), got values in [{int(value.min())}, {int(value.max())}]"
+            f"{name} must lie in [0, {num_classes}){marker}, got values in [{int(value.min())}, {int(value.max())}]"
         )
     return value
 

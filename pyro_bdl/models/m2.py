@@ -51,7 +51,7 @@ from torch import nn
 from pyro_bdl.conventions import DATA_PLATE, LABEL_SITE, OBS_SITE
 from pyro_bdl.models.dlgm import ACTIVATIONS, MIN_SCALE, mlp
 from pyro_bdl.observation import ObservationModel, get_observation_model
-from pyro_bdl.validation import check_int, check_num_data, check_table
+from pyro_bdl.validation import check_int, check_labels, check_num_data, check_table
 
 LATENT_SITE = "z"
 """The style variable of M2."""
@@ -76,18 +76,7 @@ def enumerated_elbo(num_particles: int = 1, **kwargs) -> TraceEnum_ELBO:
 
 def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Tensor:
     """``y`` as an integer tensor (num_data,) with values in ``{-1, 0, ..., num_classes - 1}``."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be an integer torch.Tensor of shape ({num_data},), got {type(y).__name__}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer class indices (-1 for unlabelled), got dtype {y.dtype}")
-    if y.shape != (num_data,):
-        raise ValueError(f"y must have shape ({num_data},) to match x, got {tuple(y.shape)}")
-    if num_data and (int(y.min()) < UNLABELLED or int(y.max()) >= num_classes):
-        raise ValueError(
-            f"y must lie in [0, {num_classes}) or be -1 for unlabelled rows, "
-            f"got values in [{int(y.min())}, {int(y.max())}]"
-        )
-    return y
+    return check_labels("y", y, num_data=num_data, num_classes=num_classes, unlabelled=UNLABELLED)
 
 
 def _pyro(module: nn.Module) -> PyroModule:
