@@ -135,7 +135,8 @@ def m1_features(guide: DLGMGuide, images: torch.Tensor) -> torch.Tensor:
 
 
 def steps(data: dict, args: argparse.Namespace, generator: torch.Generator, epoch: int = 1) -> Iterator[tuple]:
-    """One epoch of ``(x, y, row_scale)`` steps: unlabelled rows once, labelled rows drawn afresh each step.
+    """One epoch of ``(labelled, unlabelled)`` parts, each ``(x, y, row_scale)``: the unlabelled rows once, a
+    labelled batch drawn afresh each step, each part weighted by its count (N_l / B_l, N_u / B_u).
 
     With ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to 1 over the first E epochs.
     """
@@ -143,25 +144,30 @@ def steps(data: dict, args: argparse.Namespace, generator: torch.Generator, epoc
     warmup = min(1.0, epoch / args.unlabelled_warmup) if args.unlabelled_warmup else 1.0
     unlabelled_order = torch.randperm(n_u, generator=generator)
     labelled_batch = min(args.labelled_batch, n_l)
+    no_labels = torch.full((args.batch_size,), -1, dtype=torch.long)
     for start in range(0, n_u - args.batch_size + 1, args.batch_size):
         u = unlabelled_order[start : start + args.batch_size]
         lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
-        x = torch.cat([data["labelled_x"][lab], data["unlabelled_x"][u]])
-        y = torch.cat([data["labelled_y"][lab], torch.full((len(u),), -1, dtype=torch.long)])
-        scale = torch.cat([torch.full((len(lab),), n_l / len(lab)), torch.full((len(u),), warmup * n_u / len(u))])
-        yield x, y, scale
+        labelled = (
+            data["labelled_x"][lab],
+            data["labelled_y"][lab],
+            torch.full((labelled_batch,), n_l / labelled_batch),
+        )
+        unlabelled = (data["unlabelled_x"][u], no_labels, torch.full((len(u),), warmup * n_u / len(u)))
+        yield labelled, unlabelled
 
 
 def error_rate(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((torch.cat([guide.predict(chunk) for chunk in x.split(5000)]) != y).float().mean())
 
 
-def calibration(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """ECE (15 bins) and mean predictive entropy of q(y | x), on right and wrong predictions."""
+def test_metrics(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Error, ECE (15 bins) and mean predictive entropy of q(y | x) on right and wrong predictions."""
     probs = torch.cat([guide.predict_proba(chunk) for chunk in x.split(5000)])
     entropy = categorical_entropy(probs)
     right = probs.argmax(-1) == y
-    return {"ece": float(expected_calibration_error(probs, y)), "entropy_right": float(entropy[right].mean()),
+    return {"error": float((~right).float().mean()), "ece": float(expected_calibration_error(probs, y)),
+            "entropy_right": float(entropy[right].mean()),
             "entropy_wrong": float(entropy[~right].mean()) if bool((~right).any()) else None}  # fmt: skip
 
 
@@ -218,14 +224,12 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
     for epoch in range(state.epoch + 1, args.epochs + 1):
         start, total = time.perf_counter(), 0.0
-        batches = list(steps(data, args, state.shuffle, epoch))
-        for x, y, scale in tqdm(batches, desc=f"epoch {epoch}", leave=False):
-            x = x if args.m1 else binarize_dynamic(x)
-            labelled = y >= 0  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
-            total += svi.step(x[labelled], y[labelled], scale[labelled])
-            total += svi.step(x[~labelled], y[~labelled], scale[~labelled])
+        num_steps = len(data["unlabelled_x"]) // args.batch_size
+        for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False):
+            for x, y, scale in parts:  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
+                total += svi.step(x if args.m1 else binarize_dynamic(x), y, scale)
         error = error_rate(guide, data["validation_x"], data["validation_y"])
-        state.result.history.append({"epoch": epoch, "objective_per_row": -total / len(batches) / rows,
+        state.result.history.append({"epoch": epoch, "objective_per_row": -total / num_steps / rows,
                                      "validation_error": error, "seconds": time.perf_counter() - start})  # fmt: skip
         if state.best_params is None or error < min(h["validation_error"] for h in state.result.history[:-1]):
             state.result.best_epoch, state.best_params = epoch, state.param_values()
@@ -255,11 +259,11 @@ def main(args: argparse.Namespace) -> dict:
     train(model, guide, svi, state, data, args)
     state.restore_best()
     best = state.result.history[state.result.best_epoch - 1]
+    metrics = test_metrics(guide, data["test_x"], data["test_y"])
     results = {
         "labels": args.labels, "seed": args.seed, "m1": args.m1, "epochs": args.epochs,
         "best_epoch": best["epoch"], "validation_error": best["validation_error"],
-        "test_error": error_rate(guide, data["test_x"], data["test_y"]),
-        "test_calibration": calibration(guide, data["test_x"], data["test_y"]),
+        "test_error": metrics.pop("error"), "test_calibration": metrics,
         "history": state.result.history, "settings": arguments_record(args), "environment": environment(device),
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
