@@ -11,6 +11,12 @@ from typing import Any
 
 import torch
 
+# The generic checks shared with the kernel package live in its (lower) layer; re-exported here.
+from triton_kernels._checks import check_choice as check_choice
+from triton_kernels._checks import check_pair as check_pair
+
+# The generic checks shared with the kernel package live in its (lower) layer; re-exported here.
+
 PROBABILITY_SUM_TOLERANCE = 1e-3
 """How far a row of class probabilities may sum away from 1 (float32 softmax rounding)."""
 
@@ -33,13 +39,6 @@ def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float 
         expected = "a finite number > 0" + (" or None" if allow_none else "")
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> Any:
-    """``value`` as one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
 
 
 def check_float_tensor(name: str, value: object, *, min_dim: int = 0, dim: int | None = None) -> torch.Tensor:
@@ -190,15 +189,3 @@ def check_num_data(x: torch.Tensor | None, num_data: object, obs_mask: object = 
     if num_data is not None and num_data != x.shape[0]:
         raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
     return x.shape[0]
-
-
-def check_pair(name: str, value: Any, minimum: int = 1) -> tuple[int, int]:
-    """An int or a pair of ints, each ``>= minimum``, as a pair (``nn.Conv2d``'s sizes, strides, padding)."""
-    pair = (value, value) if isinstance(value, int) else value
-    if (
-        not isinstance(pair, tuple | list)
-        or len(pair) != 2
-        or any(isinstance(item, bool) or not isinstance(item, int) or item < minimum for item in pair)
-    ):
-        raise ValueError(f"{name} must be an int or a pair of ints, each >= {minimum}; got {value!r}")
-    return int(pair[0]), int(pair[1])

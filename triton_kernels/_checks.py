@@ -16,7 +16,7 @@ WORD_BITS = 32
 def check_choice(name: str, value: Any, choices: tuple) -> Any:
     """``value`` as one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 
 
