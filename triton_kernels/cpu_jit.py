@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -51,7 +52,7 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=False)
 
 
 @intrinsic
-def _popcount(typingctx, word):
+def popcount(typingctx, word):
     """``llvm.ctpop`` on one unsigned word, of the word's own width."""
     if not isinstance(word, types.Integer):
         return None
@@ -72,38 +73,38 @@ def _tile_4x4(a, b, i, j, words, last, pad, k, counts):
     for w in range(words):
         x0, x1, x2, x3 = a0[w], a1[w], a2[w], a3[w]
         y0, y1, y2, y3 = b0[w], b1[w], b2[w], b3[w]
-        s00 += np.int64(_popcount(x0 ^ y0))
-        s01 += np.int64(_popcount(x0 ^ y1))
-        s02 += np.int64(_popcount(x0 ^ y2))
-        s03 += np.int64(_popcount(x0 ^ y3))
-        s10 += np.int64(_popcount(x1 ^ y0))
-        s11 += np.int64(_popcount(x1 ^ y1))
-        s12 += np.int64(_popcount(x1 ^ y2))
-        s13 += np.int64(_popcount(x1 ^ y3))
-        s20 += np.int64(_popcount(x2 ^ y0))
-        s21 += np.int64(_popcount(x2 ^ y1))
-        s22 += np.int64(_popcount(x2 ^ y2))
-        s23 += np.int64(_popcount(x2 ^ y3))
-        s30 += np.int64(_popcount(x3 ^ y0))
-        s31 += np.int64(_popcount(x3 ^ y1))
-        s32 += np.int64(_popcount(x3 ^ y2))
-        s33 += np.int64(_popcount(x3 ^ y3))
-    counts[i, j] = k - 2 * (s00 - np.int64(_popcount((a0[last] ^ b0[last]) & pad)))
-    counts[i, j + 1] = k - 2 * (s01 - np.int64(_popcount((a0[last] ^ b1[last]) & pad)))
-    counts[i, j + 2] = k - 2 * (s02 - np.int64(_popcount((a0[last] ^ b2[last]) & pad)))
-    counts[i, j + 3] = k - 2 * (s03 - np.int64(_popcount((a0[last] ^ b3[last]) & pad)))
-    counts[i + 1, j] = k - 2 * (s10 - np.int64(_popcount((a1[last] ^ b0[last]) & pad)))
-    counts[i + 1, j + 1] = k - 2 * (s11 - np.int64(_popcount((a1[last] ^ b1[last]) & pad)))
-    counts[i + 1, j + 2] = k - 2 * (s12 - np.int64(_popcount((a1[last] ^ b2[last]) & pad)))
-    counts[i + 1, j + 3] = k - 2 * (s13 - np.int64(_popcount((a1[last] ^ b3[last]) & pad)))
-    counts[i + 2, j] = k - 2 * (s20 - np.int64(_popcount((a2[last] ^ b0[last]) & pad)))
-    counts[i + 2, j + 1] = k - 2 * (s21 - np.int64(_popcount((a2[last] ^ b1[last]) & pad)))
-    counts[i + 2, j + 2] = k - 2 * (s22 - np.int64(_popcount((a2[last] ^ b2[last]) & pad)))
-    counts[i + 2, j + 3] = k - 2 * (s23 - np.int64(_popcount((a2[last] ^ b3[last]) & pad)))
-    counts[i + 3, j] = k - 2 * (s30 - np.int64(_popcount((a3[last] ^ b0[last]) & pad)))
-    counts[i + 3, j + 1] = k - 2 * (s31 - np.int64(_popcount((a3[last] ^ b1[last]) & pad)))
-    counts[i + 3, j + 2] = k - 2 * (s32 - np.int64(_popcount((a3[last] ^ b2[last]) & pad)))
-    counts[i + 3, j + 3] = k - 2 * (s33 - np.int64(_popcount((a3[last] ^ b3[last]) & pad)))
+        s00 += np.int64(popcount(x0 ^ y0))
+        s01 += np.int64(popcount(x0 ^ y1))
+        s02 += np.int64(popcount(x0 ^ y2))
+        s03 += np.int64(popcount(x0 ^ y3))
+        s10 += np.int64(popcount(x1 ^ y0))
+        s11 += np.int64(popcount(x1 ^ y1))
+        s12 += np.int64(popcount(x1 ^ y2))
+        s13 += np.int64(popcount(x1 ^ y3))
+        s20 += np.int64(popcount(x2 ^ y0))
+        s21 += np.int64(popcount(x2 ^ y1))
+        s22 += np.int64(popcount(x2 ^ y2))
+        s23 += np.int64(popcount(x2 ^ y3))
+        s30 += np.int64(popcount(x3 ^ y0))
+        s31 += np.int64(popcount(x3 ^ y1))
+        s32 += np.int64(popcount(x3 ^ y2))
+        s33 += np.int64(popcount(x3 ^ y3))
+    counts[i, j] = k - 2 * (s00 - np.int64(popcount((a0[last] ^ b0[last]) & pad)))
+    counts[i, j + 1] = k - 2 * (s01 - np.int64(popcount((a0[last] ^ b1[last]) & pad)))
+    counts[i, j + 2] = k - 2 * (s02 - np.int64(popcount((a0[last] ^ b2[last]) & pad)))
+    counts[i, j + 3] = k - 2 * (s03 - np.int64(popcount((a0[last] ^ b3[last]) & pad)))
+    counts[i + 1, j] = k - 2 * (s10 - np.int64(popcount((a1[last] ^ b0[last]) & pad)))
+    counts[i + 1, j + 1] = k - 2 * (s11 - np.int64(popcount((a1[last] ^ b1[last]) & pad)))
+    counts[i + 1, j + 2] = k - 2 * (s12 - np.int64(popcount((a1[last] ^ b2[last]) & pad)))
+    counts[i + 1, j + 3] = k - 2 * (s13 - np.int64(popcount((a1[last] ^ b3[last]) & pad)))
+    counts[i + 2, j] = k - 2 * (s20 - np.int64(popcount((a2[last] ^ b0[last]) & pad)))
+    counts[i + 2, j + 1] = k - 2 * (s21 - np.int64(popcount((a2[last] ^ b1[last]) & pad)))
+    counts[i + 2, j + 2] = k - 2 * (s22 - np.int64(popcount((a2[last] ^ b2[last]) & pad)))
+    counts[i + 2, j + 3] = k - 2 * (s23 - np.int64(popcount((a2[last] ^ b3[last]) & pad)))
+    counts[i + 3, j] = k - 2 * (s30 - np.int64(popcount((a3[last] ^ b0[last]) & pad)))
+    counts[i + 3, j + 1] = k - 2 * (s31 - np.int64(popcount((a3[last] ^ b1[last]) & pad)))
+    counts[i + 3, j + 2] = k - 2 * (s32 - np.int64(popcount((a3[last] ^ b2[last]) & pad)))
+    counts[i + 3, j + 3] = k - 2 * (s33 - np.int64(popcount((a3[last] ^ b3[last]) & pad)))
 
 
 @_jit
@@ -114,15 +115,15 @@ def _tile_1x4(a, b, i, j, words, last, pad, k, counts):
     s0 = s1 = s2 = s3 = np.int64(0)
     for w in range(words):
         x = a0[w]
-        s0 += np.int64(_popcount(x ^ b0[w]))
-        s1 += np.int64(_popcount(x ^ b1[w]))
-        s2 += np.int64(_popcount(x ^ b2[w]))
-        s3 += np.int64(_popcount(x ^ b3[w]))
+        s0 += np.int64(popcount(x ^ b0[w]))
+        s1 += np.int64(popcount(x ^ b1[w]))
+        s2 += np.int64(popcount(x ^ b2[w]))
+        s3 += np.int64(popcount(x ^ b3[w]))
     x = a0[last]
-    counts[i, j] = k - 2 * (s0 - np.int64(_popcount((x ^ b0[last]) & pad)))
-    counts[i, j + 1] = k - 2 * (s1 - np.int64(_popcount((x ^ b1[last]) & pad)))
-    counts[i, j + 2] = k - 2 * (s2 - np.int64(_popcount((x ^ b2[last]) & pad)))
-    counts[i, j + 3] = k - 2 * (s3 - np.int64(_popcount((x ^ b3[last]) & pad)))
+    counts[i, j] = k - 2 * (s0 - np.int64(popcount((x ^ b0[last]) & pad)))
+    counts[i, j + 1] = k - 2 * (s1 - np.int64(popcount((x ^ b1[last]) & pad)))
+    counts[i, j + 2] = k - 2 * (s2 - np.int64(popcount((x ^ b2[last]) & pad)))
+    counts[i, j + 3] = k - 2 * (s3 - np.int64(popcount((x ^ b3[last]) & pad)))
 
 
 @_jit
@@ -130,8 +131,8 @@ def _tile_1x1(a, b, i, j, words, last, pad, k, counts):
     """One output (the column remainder)."""
     s = np.int64(0)
     for w in range(words):
-        s += np.int64(_popcount(a[i, w] ^ b[j, w]))
-    counts[i, j] = k - 2 * (s - np.int64(_popcount((a[i, last] ^ b[j, last]) & pad)))
+        s += np.int64(popcount(a[i, w] ^ b[j, w]))
+    counts[i, j] = k - 2 * (s - np.int64(popcount((a[i, last] ^ b[j, last]) & pad)))
 
 
 @_jit
@@ -190,7 +191,9 @@ def _run_tasks(a, b, k, pad, first, stop, scale, bias, has_scale, has_bias, out_
 
 
 @cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per worker count and process: a forked child (a DataLoader worker) gets its own,
+    as the parent's threads do not exist there and a task given to them would never run."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnor-cpu")
 
 
@@ -244,7 +247,7 @@ def xnor_gemm_jit(
     else:
         bounds = [items * t // workers for t in range(workers + 1)]
         futures = [
-            _pool(workers).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
+            _pool(workers, os.getpid()).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
             for lo, hi in itertools.pairwise(bounds)
         ]
         for future in futures:

@@ -6,6 +6,7 @@ forced on shapes small enough for a test.
 """
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -151,6 +152,19 @@ def test_path_choice_rejects_unknown_value(monkeypatch):
     monkeypatch.setenv("TRITON_KERNELS_CPU_GEMM", "avx")
     with pytest.raises(ValueError, match="TRITON_KERNELS_CPU_GEMM must be one of auto, numba, numpy; got 'avx'"):
         cpu.cpu_gemm_path()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_threads_work_in_a_forked_child():
+    """A child forked after the pool started (a DataLoader worker) gets a pool of its own."""
+    gen = generator(12)
+    a, b = random_words((1, 8), 300, gen), random_words((1, 64), 300, gen)
+    expected = cpu_jit.xnor_gemm_jit(a, b, 300, threads=2)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(cpu_jit.xnor_gemm_jit, (a, b, 300), {"threads": 2}).get(timeout=120)
+    assert torch.equal(got, expected)
 
 
 CACHE_PROBE = """
