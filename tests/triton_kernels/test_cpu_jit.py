@@ -141,6 +141,27 @@ def test_public_function_uses_it_for_cpu_tensors(monkeypatch):
     assert torch.equal(got, xnor_gemm_reference(a, b, 70, scale=scale, bias=bias, out_dtype=torch.bfloat16))
 
 
+def test_packed_binarynet_runs_every_product_on_it(monkeypatch):
+    """The packed MLP from uint8 pixels: bit-plane first layer, hidden and output layers, all compiled."""
+    from pyro_bdl.networks import BinaryNetMLP, export_packed_mlp
+
+    monkeypatch.delenv("TRITON_KERNELS_CPU_GEMM", raising=False)
+    torch.manual_seed(0)
+    model = BinaryNetMLP(in_features=70, hidden=96, depth=3, classes=10).eval()
+    packed = export_packed_mlp(model, input_range=(0.0, 1.0))
+    pixels = torch.randint(0, 256, (1, 70), generator=generator(13), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(pixels.float() / 255)
+    calls = []
+    original = cpu_jit.xnor_gemm_jit
+    monkeypatch.setattr(cpu_jit, "xnor_gemm_jit", lambda *a, **o: calls.append(a[0].shape) or original(*a, **o))
+    with torch.no_grad():
+        scores = packed(pixels)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
+    # first layer (8 bit planes + 1 row of ones in one product), two hidden layers, output layer
+    assert calls == [(1, 9, 3), (1, 1, 3), (1, 1, 3), (1, 1, 3)]
+
+
 @pytest.mark.parametrize(("value", "path"), (("", "numba"), ("auto", "numba"), ("numba", "numba"), ("numpy", "numpy")))
 def test_path_choice(monkeypatch, value, path):
     monkeypatch.setenv("TRITON_KERNELS_CPU_GEMM", value)
