@@ -8,6 +8,7 @@ forced on shapes small enough for a test.
 import json
 import multiprocessing
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from llvmlite import binding
 
 from tests.triton_kernels.helpers import generator, random_channels, random_words
 from triton_kernels import cpu, cpu_jit, xnor_gemm, xnor_gemm_reference
@@ -186,6 +188,58 @@ def test_threads_work_in_a_forked_child():
     with context.Pool(1) as pool:
         got = pool.apply_async(cpu_jit.xnor_gemm_jit, (a, b, 300), {"threads": 2}).get(timeout=120)
     assert torch.equal(got, expected)
+
+
+TARGET_PROBE = """
+import json, torch
+from llvmlite import binding
+from tests.triton_kernels.helpers import generator, random_words, random_channels
+from triton_kernels import cpu_jit, xnor_gemm_reference
+cases = 0
+for s, m, n, k in ((1, 1, 7, 1), (1, 5, 9, 31), (2, 6, 70, 100), (1, 9, 130, 2048), (1, 3, 5, 100_000)):
+    gen = generator(s + m + n + k)
+    a, b = random_words((s, m), k, gen), random_words((s, n), k, gen)
+    scale, bias = random_channels(n, gen), random_channels(n, gen)
+    for kind, options in ((0, {}), (1, {"out_dtype": torch.float32}), (2, {"pack_output": True})):
+        vectors = (scale, bias) if kind else (None, None)
+        got = cpu_jit.xnor_gemm_jit(a, b, k, *vectors, kind, threads=2)
+        for i in range(s):
+            expected = xnor_gemm_reference(a[i], b[i], k, scale=vectors[0], bias=vectors[1], **options)
+            assert torch.equal(got[i], expected), (s, m, n, k, kind)
+            cases += 1
+signature = cpu_jit._tile_4x4.signatures[-1]
+asm = cpu_jit._tile_4x4.inspect_asm(signature)
+print(json.dumps({"cases": cases, "cpu": binding.get_host_cpu_name(), "vpopcntq": "vpopcntq" in asm}))
+"""
+
+
+TARGET_FEATURES = {  # NUMBA_CPU_FEATURES for each CPU name (numba takes the host's features otherwise)
+    "haswell": "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,"
+    "+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave",
+    "x86-64": "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2",
+}
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 instruction sets")
+@pytest.mark.parametrize("target", ("host", *TARGET_FEATURES))
+def test_every_instruction_set_the_machine_runs(tmp_path, target):
+    """The kernel compiled for AVX-512 (the host here), AVX2 (haswell) and baseline x86-64 (no popcnt
+    instruction at all: LLVM's bit-trick expansion), each exact; the host's code uses VPOPCNTQ when it has it."""
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),  # fresh: compiled here, so its assembly can be inspected
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    if target != "host":
+        env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"] = target, TARGET_FEATURES[target]
+    done = subprocess.run(
+        [sys.executable, "-c", TARGET_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["cases"] == 6 * 3  # the 6 products of the cases, each in 3 output kinds
+    host_has_it = binding.get_host_cpu_features().get("avx512vpopcntdq", False)
+    assert report["vpopcntq"] == (target == "host" and host_has_it)
 
 
 CACHE_PROBE = """
