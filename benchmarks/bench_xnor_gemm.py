@@ -9,8 +9,8 @@ ceiling with a microbenchmark.
 
 On a CPU: the compiled CPU path (numba) and the numpy fallback against ``torch.matmul`` in
 float32 and bfloat16 and ``torch._int_mm`` on +-1 int8 (8x the bytes of packed weights), for
-M in {1, 4, 16, 64, 256, 1024} and N = K in {4096, 8192}, with torch's thread count
-(``--threads``). Every implementation rotates over enough copies of its operands to exceed 3x
+M in {1, 4, 16, 64, 256, 1024} and N = K in {4096, 8192}, on torch's thread count (every
+core unless ``OMP_NUM_THREADS`` says otherwise). Every implementation rotates over enough copies of its operands to exceed 3x
 the last-level cache, so weights come from memory, not from a cache the next layer would
 evict; ``xnor_cpu_warm`` repeats one copy (the packed weights of a layer fit in cache, their
 float and int8 forms do not). Rounds are interleaved (one call of each implementation per
