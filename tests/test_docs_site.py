@@ -112,3 +112,15 @@ def test_strict_build_fails_on(mkdocs_available, tmp_path, page):
     config.write_text(yaml.safe_dump(settings))
     result = build(config, tmp_path / "site")
     assert result.returncode != 0, f"strict build passed with {page!r}:\n{result.stderr[-2000:]}"
+
+
+def test_rest_roles_become_inline_code():
+    """The griffe extension of mkdocs.yml that shows reST roles as Markdown code."""
+    spec = importlib.util.spec_from_file_location("rest_roles", REPO / "docs" / "_ext" / "rest_roles.py")
+    if _missing("griffe"):
+        pytest.skip("griffe (a dependency of mkdocstrings-python) is not installed")
+    rest_roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rest_roles)
+    text = "From :func:`~pyro_bdl.inference.fit.fit` and :class:`ObservationModel`, ``x`` (N,)."
+    assert rest_roles.markdown_text(text) == "From `fit` and `ObservationModel`, `x` (N,)."
+    assert rest_roles.markdown_text(":mod:`pyro_bdl.models`") == "`pyro_bdl.models`"
