@@ -124,3 +124,6 @@ def test_rest_roles_become_inline_code():
     text = "From :func:`~pyro_bdl.inference.fit.fit` and :class:`ObservationModel`, ``x`` (N,)."
     assert rest_roles.markdown_text(text) == "From `fit` and `ObservationModel`, `x` (N,)."
     assert rest_roles.markdown_text(":mod:`pyro_bdl.models`") == "`pyro_bdl.models`"
+    assert rest_roles.markdown_text(":attr:`TraceLayout.draw_dim <pyro_bdl.inference.TraceLayout>`") == (
+        "`TraceLayout.draw_dim`"
+    )

@@ -16,6 +16,7 @@ import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const):`(~?)([^`]+)`")
 DOUBLE_BACKTICKS = re.compile(r"``([^`]+)``")
+TITLED = re.compile(r"(.+?)\s*<([^>]+)>")
 
 
 def markdown_text(text: str) -> str:
@@ -23,6 +24,9 @@ def markdown_text(text: str) -> str:
 
     def role(match: re.Match) -> str:
         name = match.group(2)
+        titled = TITLED.fullmatch(name)
+        if titled:  # :attr:`title <target>` shows the title
+            return f"`{titled.group(1).strip()}`"
         return f"`{name.rsplit('.', 1)[-1] if match.group(1) else name}`"
 
     return DOUBLE_BACKTICKS.sub(r"`\1`", ROLE.sub(role, text))
