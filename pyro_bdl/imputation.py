@@ -70,7 +70,8 @@ def impute(
     """Impute the entries of ``x`` where ``obs_mask`` is False (see the module docstring).
 
     Args:
-        model, guide: a fitted pair called as ``model(x)`` / ``guide(x)``.
+        model: with ``guide`` a fitted pair, called as ``model(x)``.
+        guide: called as ``guide(x)``.
         x: (data, features); values at missing entries are ignored (NaN allowed).
         obs_mask: (data, features) bool, True where observed.
         num_steps: chain length (one step = one encoder and one decoder pass).

@@ -196,11 +196,12 @@ def pixel_gemm(
 ) -> torch.Tensor:
     """Product of uint8 pixels with packed sign weights: ``sum_k pixels[..., k] * sign(b[n, k])``.
 
+    ``scale``, ``bias``, ``out_dtype`` and ``pack_output`` are the epilogue, as for :func:`xnor_gemm`.
+
     Args:
         pixels: (..., k) uint8, any strides.
         b: (N, KW) int32 sign words of the weights, KW = ceil(k / 32).
         k: the number of pixels (the reduction length).
-        scale, bias, out_dtype, pack_output: the epilogue, as for :func:`xnor_gemm`.
         method: ``"auto"``, ``"fused"`` (the Triton kernel) or ``"bitplane"`` (8 XNOR
             products); see the module docstring.
         backend: as for :func:`xnor_gemm`: ``"auto"`` (Triton on CUDA, the fast CPU path on

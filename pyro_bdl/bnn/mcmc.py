@@ -25,9 +25,12 @@ def run_nuts(model: nn.Module, *args, num_samples: int = 200, warmup_steps: int 
 
     Args:
         model: a BNN model, e.g. ``BNNRegressor``; ``args``/``kwargs`` are its data, ``(x, y)``.
-        num_samples, warmup_steps, num_chains: as for ``pyro.infer.MCMC``.
+        num_samples: as for ``pyro.infer.MCMC``.
+        warmup_steps: as for ``pyro.infer.MCMC``.
+        num_chains: as for ``pyro.infer.MCMC``.
         seed: passed to ``pyro.set_rng_seed`` first.
-        target_accept_prob, max_tree_depth: as for ``pyro.infer.NUTS``.
+        target_accept_prob: as for ``pyro.infer.NUTS``.
+        max_tree_depth: as for ``pyro.infer.NUTS``.
         init_strategy: default :func:`~pyro_bdl.bnn.guides.init_to_deterministic`.
         progress: show MCMC's progress bar.
     """

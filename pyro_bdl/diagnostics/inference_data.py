@@ -261,8 +261,9 @@ def to_inference_data(
         posterior: a finished ``pyro.infer.MCMC`` run, or a guide (any callable taking the
             model's arguments: an autoguide or our own, amortised or not).
         model: the model; for MCMC defaults to the kernel's model, for a guide required.
-        model_args, model_kwargs: the model's (and guide's) arguments, including the observed
+        model_args: the model's (and guide's) positional arguments, including the observed
             data; for MCMC the arguments the run was given (``mcmc.run(*model_args, **model_kwargs)``).
+        model_kwargs: the model's (and guide's) keyword arguments, likewise.
         num_samples: draws from the guide (default 1000); not allowed for MCMC (every draw
             of every chain is used).
         data_plate: the plate over data points; every observed site must lie in it.
@@ -278,9 +279,10 @@ def to_inference_data(
             ``"none"`` no group; ``"auto"`` conditional when no latent lies in the data
             plate, else no group and a :class:`LocalLatentWarning`.
         importance_samples: K, guide draws per datum and posterior draw for ``"importance"``.
-        vectorize, particle_chunk, progress: how the model is replayed on the draws (see
-            :func:`~pyro_bdl.diagnostics.replay.pointwise_log_likelihood`); ``particle_chunk``
-            draws at once (None: all).
+        vectorize: replay all draws of a chunk at once (see
+            :func:`~pyro_bdl.diagnostics.replay.pointwise_log_likelihood`), or one at a time.
+        particle_chunk: draws replayed at once (None: all).
+        progress: show a tqdm bar over chunks.
 
     Returns:
         ``arviz.InferenceData`` with groups ``posterior`` (latent and deterministic sites,

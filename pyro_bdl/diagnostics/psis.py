@@ -191,8 +191,9 @@ def importance_khat(
     """PSIS k-hat of a (model, guide) pair on data (Yao et al. 2018).
 
     Args:
-        model, guide: called as ``f(*args, **kwargs)``; must broadcast over a leading
+        model: called as ``f(*args, **kwargs)``; must broadcast over a leading
             particle dim (as for ``vectorize_particles``).
+        guide: likewise.
         num_samples: S guide draws (at least :data:`MIN_SAMPLES`; 1000 or more is better).
         per_datum: one k-hat per data point from
             :func:`~pyro_bdl.inference.scoring.log_importance_weights` (amortised guides:

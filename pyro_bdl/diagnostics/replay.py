@@ -215,7 +215,8 @@ def pointwise_log_likelihood(
     Args:
         model: the Pyro model.
         draws: ``{latent site: (draws, *value_shape)}`` for every latent site of the model.
-        model_args, model_kwargs: the model's arguments, including the observed data.
+        model_args: the model's positional arguments, including the observed data.
+        model_kwargs: the model's keyword arguments.
         data_plate: name of the plate over data points.
         vectorize: replay all draws of a chunk at once in a plate (the model must broadcast
             over leading dims), or one at a time.

@@ -183,7 +183,8 @@ def fit(
     """Train ``model`` and ``guide`` by minibatch SVI; see the module docstring for what is reported.
 
     Args:
-        model, guide: called as ``f(*batch)`` with the rows of each tensor of the data.
+        model: called as ``model(*batch)`` with the rows of each tensor of the data.
+        guide: called like the model.
         train_data: (N, ...) tensor or tensors with the data points along dim 0.
         optim: a Pyro optimizer (``pyro.optim.Adam(...)``, ``ClippedAdam``, schedulers); a
             fresh one to resume from a checkpoint.
@@ -194,8 +195,9 @@ def fit(
         validation_samples: guide draws per validation data point.
         early_stopping: an :class:`EarlyStopping` (patience, min_delta, restore_best) acting on
             the validation ELBO; by default ``EarlyStopping(patience, restore_best=restore_best)``.
-        patience, restore_best: shorthand for ``early_stopping=EarlyStopping(patience,
+        patience: with ``restore_best``, shorthand for ``early_stopping=EarlyStopping(patience,
             restore_best=restore_best)``; not combined with ``early_stopping``.
+        restore_best: see ``patience``.
         transform_batch: ``f(*batch) -> tuple`` applied to each training minibatch only
             (for example dynamic binarisation); the validation data is used as given.
         checkpoint_path: file the :class:`FitState` is saved to, atomically, after every

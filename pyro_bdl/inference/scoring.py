@@ -169,8 +169,9 @@ def log_importance_weights(
     """Per-datum log importance weights ``log p(y_n, z_n) - log q(z_n | y_n)``.
 
     Args:
-        model, guide: an amortised pair, called as ``f(*args, **kwargs)``; every sample site
-            lies in the plate ``data_plate``.
+        model: with ``guide`` an amortised pair, called as ``f(*args, **kwargs)``; every sample
+            site lies in the plate ``data_plate``.
+        guide: likewise.
         num_samples: S, guide draws per data point.
         data_plate: name of the plate over data points (size N, any dim).
         particle_chunk: draws vectorised at once, in an outer plate left of every model plate.
@@ -268,8 +269,9 @@ def joint_log_importance_weights(
     data set, and they are the raw material of PSIS diagnostics.
 
     Args:
-        model, guide: called as ``f(*args, **kwargs)``; must broadcast over a leading
+        model: called as ``f(*args, **kwargs)``; must broadcast over a leading
             particle dim.
+        guide: likewise.
         num_samples: S, guide draws.
         particle_chunk: draws vectorised at once.
 

@@ -224,8 +224,9 @@ def trace_layout(model: Callable, guide: Callable | None, *args, data_plate: str
     """Run the guide and the model against it once (no gradients, hidden from outer handlers).
 
     Args:
-        model, guide: the Pyro model and guide, called as ``f(*args, **kwargs)``; ``guide``
-            None traces the model alone (latents drawn from the prior).
+        model: the Pyro model, called as ``model(*args, **kwargs)``.
+        guide: the guide, called likewise; None traces the model alone (latents drawn from
+            the prior).
         data_plate: name of the plate over data points.
 
     Returns:

@@ -151,8 +151,9 @@ class _BinaryLinearFunction(torch.autograd.Function):
 class BinaryLinear(_BinaryLayer):
     """``nn.Linear`` with binary weights and, by default, binary inputs.
 
+    ``in_features``, ``out_features``, ``bias``, ``device`` and ``dtype`` are as for ``nn.Linear``.
+
     Args:
-        in_features, out_features, bias, device, dtype: as for ``nn.Linear``.
         binarize_input: binarise the input with ``sign`` and multiply on the XNOR kernel;
             ``False`` keeps real inputs (BinaryNet's first layer): a float product with
             the binary weights.
@@ -273,9 +274,10 @@ def binary_conv2d_reference(
 class BinaryConv2d(_BinaryLayer):
     """``nn.Conv2d`` with binary weights and, by default, binary inputs (+1 padding).
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``, ``device`` and ``dtype`` are as for ``nn.Conv2d`` (integer padding only).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-        device, dtype: as for ``nn.Conv2d`` (integer padding only).
         binarize_input: binarise the input and convolve on the XNOR kernel (padding with
             +1, see the module docstring); ``False`` keeps real inputs and ordinary zero
             padding (BinaryNet's first layer).

@@ -220,7 +220,9 @@ class M2Guide(PyroModule):
     """``q(y | x) q(z | x, y)`` for :class:`M2`, with the classification term while training.
 
     Args:
-        data_dim, num_classes, latent_dim: as the model's.
+        data_dim: as the model's.
+        num_classes: as the model's.
+        latent_dim: as the model's.
         hidden_dims: hidden sizes of the classifier and of the ``z`` encoder.
         activation: a key of :data:`pyro_bdl.models.dlgm.ACTIVATIONS`.
         alpha: weight of ``log q(y | x)`` on labelled rows (eq. 9). Kingma et al. use
