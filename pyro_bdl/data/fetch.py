@@ -56,8 +56,10 @@ __all__ = [
     "Fetched",
     "RegistryEntry",
     "base_url_for",
+    "entries",
     "fetch",
     "file_sha256",
+    "format_size",
     "registry",
     "uci_names",
 ]
@@ -185,16 +187,16 @@ def fetch(
         ChecksumError: a downloaded file's SHA-256 differs from the pinned value.
         FetchError: a request failed (HTTP status, connection).
     """
-    entries = _entries(dataset, names)
+    covered = entries(dataset, names)
     root = Path(to).expanduser()
     url = base_url_for(dataset, base_url)
     done = []
-    for entry in entries:
+    for entry in covered:
         target = root / entry.path
         status = _fetch_one(entry, target, url + _remote_name(entry), progress)
         done.append(Fetched(target, status, entry.size))
         if log is not None:
-            log(f"{entry.path}: {status} ({_megabytes(entry.size)})")
+            log(f"{entry.path}: {status} ({format_size(entry.size)})")
     return done
 
 
@@ -203,8 +205,8 @@ def _check_dataset(dataset: str) -> None:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
 
 
-def _entries(dataset: str, names: Sequence[str]) -> list[RegistryEntry]:
-    """The registry entries one fetch covers, with its arguments checked."""
+def entries(dataset: str, names: Sequence[str] = ()) -> list[RegistryEntry]:
+    """The registry entries that ``fetch(dataset, *names)`` covers; raises ``ValueError`` as :func:`fetch` does."""
     _check_dataset(dataset)
     if dataset == "mnist":
         if names:
@@ -264,5 +266,8 @@ def _download(url: str, temporary: Path, entry: RegistryEntry, progress: bool) -
         raise FetchError(f"could not download {entry.path} from {url}: {type(error).__name__} ({detail})") from None
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+def format_size(size: int) -> str:
+    """Bytes for people: ``"9.9 MB"``, ``"87 kB"``, ``"3 B"``."""
+    if size >= 1_000_000:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e3:.0f} kB" if size >= 1000 else f"{size} B"
