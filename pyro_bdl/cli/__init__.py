@@ -42,7 +42,9 @@ __all__ = ["COMMANDS", "CommandError", "Entry", "build_parser", "main"]
 
 COMMANDS: tuple[Entry, ...] = (
     Entry("data", "fetch and list the data sets (MNIST, UCI standard splits)", "pyro_bdl.cli.data"),
-    Entry("selfcheck", "compare every XNOR kernel with its reference on random inputs", "pyro_bdl.cli.kernels:selfcheck"),
+    Entry(
+        "selfcheck", "check every XNOR kernel against its reference on random inputs", "pyro_bdl.cli.kernels:selfcheck"
+    ),
     Entry("info", "versions, device, the tuning cache and the CPU GEMM path", "pyro_bdl.cli.kernels:info"),
     Entry("tune", "autotune GEMM shapes now and save the configs (needs a GPU)", "pyro_bdl.cli.kernels:tune"),
     Entry("bench", "run a benchmark of the source checkout: benchmarks/bench_NAME.py", "pyro_bdl.cli.bench"),
@@ -84,4 +86,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
