@@ -86,8 +86,12 @@ _CHUNK_BYTES = 1 << 16
 _TIMEOUT_S = 60
 
 
-class FetchError(RuntimeError):
-    """A download failed (HTTP error, no connection); the message is one line naming the file and URL."""
+class FetchError(OSError):
+    """A download failed (HTTP error, no connection); the message is one line naming the file and URL.
+
+    An ``OSError`` like the network errors behind it, so command lines that report ``OSError`` as
+    one line report this too.
+    """
 
 
 class ChecksumError(FetchError):
