@@ -186,7 +186,8 @@ def test_data_fetch_uci_into_pyro_bdl_data_when_to_is_not_given(site, tmp_path, 
 def test_data_fetch_without_a_folder_is_one_line(capsys):
     assert main(["data", "fetch", "mnist"]) == 2
     captured = capsys.readouterr()
-    assert captured.err == "pyro-bdl data fetch: error: --to DIR is required (or set PYRO_BDL_DATA to the data folder)\n"
+    expected = "pyro-bdl data fetch: error: --to DIR is required (or set PYRO_BDL_DATA to the data folder)\n"
+    assert captured.err == expected
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,8 @@ def test_a_corrupted_download_is_one_line_and_exit_two(site, tmp_path):
     served.unlink()
     served.write_bytes(content[:-10])
     with serve(site) as server:
-        done = run_cli("data", "fetch", "uci", "yacht", "--to", str(tmp_path / "data"), "--base-url", server.url + "uci")
+        url = server.url + "uci"
+        done = run_cli("data", "fetch", "uci", "yacht", "--to", str(tmp_path / "data"), "--base-url", url)
     assert done.returncode == 2
     line = one_error_line(done.stderr, "pyro-bdl data fetch: error: checksum mismatch for uci/yacht/data.txt")
     assert "the download was discarded" in line
@@ -222,7 +224,8 @@ def test_a_missing_file_on_the_server_is_one_line_and_exit_two(tmp_path):
     with serve(tmp_path / "empty") as server:
         done = run_cli("data", "fetch", "mnist", "--to", str(tmp_path / "data"), "--base-url", server.url)
     assert done.returncode == 2
-    line = one_error_line(done.stderr, "pyro-bdl data fetch: error: could not download mnist/train-images-idx3-ubyte.gz")
+    prefix = "pyro-bdl data fetch: error: could not download mnist/train-images-idx3-ubyte.gz"
+    line = one_error_line(done.stderr, prefix)
     assert line.endswith("HTTP 404 File not found")
 
 
