@@ -84,6 +84,8 @@ the SHA-256 values in the registry are of files with exactly these MD5s (checked
 
 _CHUNK_BYTES = 1 << 16
 _TIMEOUT_S = 60
+_PROGRESS_MIN_BYTES = 1_000_000
+"""Smaller files get no progress bar (a UCI set is 48 files, most under 10 kB)."""
 
 
 class FetchError(OSError):
@@ -180,7 +182,7 @@ def fetch(
             the loaders and ``PYRO_BDL_DATA`` expect. Created if missing.
         base_url: where to download from (see the module docstring for the URL layout);
             ``None``: ``$PYRO_BDL_MNIST_URL`` / ``$PYRO_BDL_UCI_URL``, else the public source.
-        progress: show a progress bar per downloaded file (tqdm, on stderr).
+        progress: show a progress bar (tqdm, on stderr) for each downloaded file of 1 MB or more.
         log: called with one line per file (what was done); ``None`` says nothing.
 
     Returns:
@@ -246,6 +248,7 @@ def _fetch_one(entry: RegistryEntry, target: Path, url: str, progress: bool) -> 
                 f"checksum mismatch for {entry.path} downloaded from {url}: expected SHA-256 {entry.sha256}, "
                 f"got {got}; the download was discarded"
             )
+        os.chmod(temporary, _file_mode())  # the temporary is private (0600); data files are not
 
     atomic_write(target, download)
     return "replaced" if present else "downloaded"
@@ -256,7 +259,15 @@ def _download(url: str, temporary: Path, entry: RegistryEntry, progress: bool) -
     import pooch
     import requests
 
-    downloader = pooch.HTTPDownloader(progressbar=progress, chunk_size=_CHUNK_BYTES, timeout=_TIMEOUT_S)
+    bar = None
+    if progress and entry.size >= _PROGRESS_MIN_BYTES:
+        from tqdm.auto import tqdm
+
+        # a total from the start: pooch tests the bar's truth value, which tqdm refuses without one
+        bar = tqdm(desc=entry.path, total=entry.size, unit="B", unit_scale=True, leave=True)
+    downloader = pooch.HTTPDownloader(
+        progressbar=bar if bar is not None else False, chunk_size=_CHUNK_BYTES, timeout=_TIMEOUT_S
+    )
     try:
         downloader(url, str(temporary), None)
     except requests.HTTPError as error:
@@ -268,6 +279,16 @@ def _download(url: str, temporary: Path, entry: RegistryEntry, progress: bool) -
     except requests.RequestException as error:
         detail = " ".join(str(error).split())[:200]
         raise FetchError(f"could not download {entry.path} from {url}: {type(error).__name__} ({detail})") from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _file_mode() -> int:
+    """The permissions a plain new file gets under the process's umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def format_size(size: int) -> str:

@@ -257,3 +257,22 @@ def test_the_loaders_never_download():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_progress_bars_show_for_the_large_files_only(site, tmp_path, capsys):
+    with serve(site) as server:
+        fetch("mnist", to=tmp_path / "data", base_url=server.url + "mnist", progress=True)
+    err = capsys.readouterr().err
+    assert "mnist/train-images-idx3-ubyte.gz" in err and "mnist/t10k-images-idx3-ubyte.gz" in err
+    assert "100%" in err
+    assert "labels" not in err  # 29 kB and 5 kB: no bar
+
+
+def test_fetched_files_get_the_usual_permissions(site, tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with serve(site) as server:
+            fetch("uci", "yacht", to=tmp_path / "data", base_url=server.url + "uci")
+    finally:
+        os.umask(mask)
+    assert {path.stat().st_mode & 0o777 for path in (tmp_path / "data/uci/yacht").iterdir()} == {0o644}
