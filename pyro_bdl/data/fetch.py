@@ -38,6 +38,7 @@ Downloads use pooch's ``HTTPDownloader`` (requests), imported only when a downlo
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,8 +157,6 @@ def base_url_for(dataset: str, base_url: str | None = None) -> str:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file as lowercase hex, read in chunks."""
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
