@@ -420,7 +420,10 @@ def run(args: argparse.Namespace) -> dict:
     root = data_root(args, "uci")
     names = args.datasets if args.datasets is not None else list_uci_datasets(root)
     if not names:
-        raise UsageError(f"no UCI data sets in {root} (expected one folder per data set holding data.txt)")
+        raise UsageError(
+            f"no UCI data sets in {root} (expected one folder per data set holding data.txt; "
+            f"to download them: pyro-bdl data fetch uci all --to {root.parent})"
+        )
     results_path = args.out / RESULTS_NAME
     config = config_of(args)
     previous = load_previous(results_path, config, args.fresh)

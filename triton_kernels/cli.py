@@ -1,11 +1,16 @@
-"""Command line: ``triton-kernels selfcheck | tune SHAPE... | info`` (or ``python -m triton_kernels``)."""
+"""Command line: ``triton-kernels selfcheck | tune SHAPE... | info`` (or ``python -m triton_kernels``).
+
+:data:`COMMANDS` holds each subcommand's arguments and run function; ``pyro-bdl selfcheck | tune |
+info`` mounts the same objects.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -89,38 +94,32 @@ def _shape(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="triton-kernels", description="XNOR-popcount kernels: check, tune, inspect", formatter_class=formatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser(
-        "selfcheck", help="compare every kernel with the reference on random inputs", formatter_class=formatter
-    )
-    check.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run")
-    tune = commands.add_parser(
-        "tune", help="autotune shapes now and save the configs to the cache (needs a GPU)", formatter_class=formatter
-    )
-    tune.add_argument("shapes", nargs="+", type=_shape, help="MxNxK, e.g. 1x8192x8192")
-    tune.add_argument(
+def _add_selfcheck_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run")
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shapes", nargs="+", type=_shape, help="MxNxK, e.g. 1x8192x8192")
+    parser.add_argument(
         "--methods", nargs="+", choices=TUNED_METHODS, default=None, help="kernels to tune; None: the one 'auto' picks"
     )
-    commands.add_parser("info", help="versions, device and the tuning cache", formatter_class=formatter)
-    return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "selfcheck":
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: torch sees no CUDA GPU; use --device cpu")
-        return 0 if selfcheck(device) else 1
-    if args.command == "tune":
-        for shape, methods in tune_xnor_gemm(args.shapes, methods=args.methods).items():
-            print("tuned", "x".join(map(str, shape)), "for", ", ".join(methods))
-        print("cache:", default_cache_path())
-        return 0
+def _run_selfcheck(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: torch sees no CUDA GPU; use --device cpu")
+    return 0 if selfcheck(device) else 1
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    for shape, methods in tune_xnor_gemm(args.shapes, methods=args.methods).items():
+        print("tuned", "x".join(map(str, shape)), "for", ", ".join(methods))
+    print("cache:", default_cache_path())
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
     import triton
 
     cache = default_tuning_cache()
@@ -132,11 +131,46 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, ``add_arguments(parser)`` and ``run(args) -> exit code``.
+
+    ``run`` raises ``ValueError`` for an expected error (the caller prints it as one line, exit 2);
+    ``pyro-bdl`` mounts the same objects as its kernel commands.
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "selfcheck": Command(
+        "compare every kernel with the reference on random inputs", _add_selfcheck_arguments, _run_selfcheck
+    ),
+    "tune": Command(
+        "autotune shapes now and save the configs to the cache (needs a GPU)", _add_tune_arguments, _run_tune
+    ),
+    "info": Command("versions, device and the tuning cache", lambda parser: None, _run_info),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="triton-kernels", description="XNOR-popcount kernels: check, tune, inspect", formatter_class=formatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(commands.add_parser(name, help=command.help, formatter_class=formatter))
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; an expected error (no GPU to tune on, a bad value) is one line on stderr and exit 2."""
     args = _build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return COMMANDS[args.command].run(args)
     except ValueError as error:
         print(f"triton-kernels {args.command}: error: {error}", file=sys.stderr)
         return 2

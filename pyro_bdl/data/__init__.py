@@ -10,7 +10,9 @@
   from there (it needs scipy, which this package's import does not load).
 
 Set ``PYRO_BDL_DATA`` to the data folder (the one holding ``mnist/`` and ``uci/``) or pass folders
-explicitly.
+explicitly. To get the files, run ``pyro-bdl data fetch`` or call
+:func:`pyro_bdl.data.fetch.fetch` (the only code here that downloads, and only when called;
+import it from its module, it is not re-exported here).
 """
 
 from pyro_bdl.data.mnist import (

@@ -307,7 +307,8 @@ def _find_file(root: Path, split: str, name: str) -> Path:
         raise FileNotFoundError(
             f"MNIST folder {str(root)!r} does not exist; it should hold {expected} "
             f"(or the same names without .gz) for split {split!r}. "
-            f"Pass the folder that holds the IDX files, or set {DATA_ENV} to the data folder containing mnist/."
+            f"Pass the folder that holds the IDX files, or set {DATA_ENV} to the data folder containing mnist/; "
+            f"to download them: pyro-bdl data fetch mnist --to {root.parent}"
         )
     raise FileNotFoundError(
         f"MNIST file {name}.gz (or {name}) not found in folder {str(root)!r}; "

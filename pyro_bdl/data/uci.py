@@ -242,7 +242,8 @@ def list_uci_datasets(root: str | os.PathLike[str]) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(
             f"UCI folder {str(root)!r} does not exist; pass the folder holding one sub-folder per data set "
-            f"(or set {DATA_ENV} to the data folder containing uci/)"
+            f"(or set {DATA_ENV} to the data folder containing uci/); "
+            f"to download them: pyro-bdl data fetch uci NAME... --to {root.parent}"
         )
     return sorted(child.name for child in root.iterdir() if (child / DATA_FILE).is_file())
 

@@ -9,6 +9,11 @@ appended that shrink it (fewer epochs, smaller nets, a tiny output folder); flag
 sets itself that matter for validity are kept: a command that sets ``--validation`` keeps its
 ``--limit``; otherwise ``--limit 1200`` is added, which still fails where the ``--validation``
 default does not adapt to ``--limit`` (the old default of 10,000 did not).
+
+``pyro-bdl`` commands are collected from lines of ``README.md`` and ``docs/*.md`` that start with
+``pyro-bdl `` (placeholders such as ``NAME...`` belong in tables and inline text, which are not
+collected). Each must parse as written, and runs with :data:`CLI_TINY`'s flags appended; a
+``data fetch`` downloads from a server on 127.0.0.1 serving the real files, into a temporary folder.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import shlex
 import pytest
 import torch
 
+from pyro_bdl.cli import build_parser
+from pyro_bdl.cli import main as pyro_bdl_main
 from tests.examples.helpers import REPO, load_script, run_script
+from tests.pyro_bdl.http_mirror import mirror_site, serve
 
 COMMAND = re.compile(r"^python3? ((?:examples|benchmarks)/\w+\.py\b.*)$")
 INLINE = re.compile(r"`python3? ((?:examples|benchmarks)/\w+\.py\b[^`]*)`")
+CLI_COMMAND = re.compile(r"^pyro-bdl (.*)$")
 
 # appended to every command of a script when it runs (argparse: the last value wins)
 TINY = {
@@ -50,6 +59,8 @@ TINY = {
 }
 NO_DATA = {"benchmarks/bench_xnor_gemm.py", "examples/rbm_ising.py"}
 """Scripts without a ``--data`` flag (they read no data set)."""
+CLI_TINY = {"data fetch": ["--no-progress"], "data list": []}
+"""Per ``pyro-bdl`` command (its first two words), the flags appended when it runs."""
 MNIST_LIMIT = ["--limit", "1200"]
 """Added to MNIST commands that do not set ``--validation`` themselves."""
 TINY_GRID = {"gamma(1,0.1)": {"noise_prior": (1.0, 0.1), "lr": 1e-2, "min_steps": 20}}
@@ -84,8 +95,25 @@ def documented_commands() -> list[tuple[str, str]]:
     return found
 
 
+def documented_cli_commands() -> list[tuple[str, str]]:
+    """``(where, arguments)`` for every ``pyro-bdl ...`` line of the README and the doc pages."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in path.read_text().splitlines():
+            match = CLI_COMMAND.match(line.strip())
+            if match:
+                found.append((str(path.relative_to(REPO)), " ".join(match.group(1).split(" #")[0].split())))
+    return found
+
+
+def cli_key(arguments: list[str]) -> str:
+    return " ".join(arguments[:2])
+
+
 COMMANDS = documented_commands()
 IDS = [f"{where}: {command}" for where, command in COMMANDS]
+CLI_COMMANDS = documented_cli_commands()
+CLI_IDS = [f"{where}: pyro-bdl {command}" for where, command in CLI_COMMANDS]
 
 
 def test_the_docs_and_help_texts_show_commands_for_every_script():
@@ -128,3 +156,36 @@ def test_documented_command_runs_at_tiny_size(where, command, tmp_path, monkeypa
 def test_the_collector_reads_continued_lines_comments_and_inline_commands():
     text = "x\n    python examples/a.py --x 1 \\\n    --y 2   # note\nsee `python benchmarks/b.py --q` here\n"
     assert _commands_in(text) == ["examples/a.py --x 1 --y 2", "benchmarks/b.py --q"]
+
+
+def test_every_documented_pyro_bdl_command_has_a_tiny_entry():
+    assert CLI_COMMANDS, "the docs show no pyro-bdl command line"
+    assert {cli_key(shlex.split(command)) for _, command in CLI_COMMANDS} <= set(CLI_TINY)
+
+
+@pytest.mark.parametrize(("where", "command"), CLI_COMMANDS, ids=CLI_IDS)
+def test_documented_pyro_bdl_command_parses_as_written(where, command):
+    argv = shlex.split(command)
+    try:
+        build_parser(argv[0]).parse_args(argv)
+    except SystemExit as exit_:
+        pytest.fail(f"{where}: `pyro-bdl {command}` is refused by its parser (exit {exit_.code})")
+
+
+@pytest.mark.parametrize(("where", "command"), CLI_COMMANDS, ids=CLI_IDS)
+def test_documented_pyro_bdl_command_runs(where, command, tmp_path, request, monkeypatch):
+    argv = shlex.split(command)
+    extra = list(CLI_TINY[cli_key(argv)])
+    if cli_key(argv) == "data fetch":
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        mnist, uci = request.getfixturevalue("mnist_root"), request.getfixturevalue("uci_root")
+        names = build_parser("data").parse_args(argv).names if argv[2] == "uci" else []
+        site = mirror_site(tmp_path / "site", mnist=mnist if argv[2] == "mnist" else None, uci=uci, uci_names=names)
+        with serve(site) as server:
+            code = pyro_bdl_main([*argv, *extra, "--to", str(tmp_path / "data"), "--base-url", server.url + argv[2]])
+        assert code == 0, f"{where}: `pyro-bdl {command}` failed"
+        assert server.requests
+        return
+    assert pyro_bdl_main([*argv, *extra]) == 0, f"{where}: `pyro-bdl {command}` failed"
