@@ -89,16 +89,23 @@ def run_tour(
     bar = tqdm(keys, desc="tour", disable=not progress)
     for key in bar:
         bar.set_postfix_str(key)
-        section_start = time.perf_counter()
+        section_start, cpu_start = time.perf_counter(), time.process_time()
         try:
             section = SECTIONS[key](data, out / key, budget)
             outcome = SectionOutcome(key, section, 0.0)
         except Exception as error:  # one broken section must not hide the others' results
             outcome = SectionOutcome(key, None, 0.0, f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
         outcome.seconds = time.perf_counter() - section_start
+        outcome.cpu_seconds = time.process_time() - cpu_start
         outcomes.append(outcome)
     info = {
-        "tour": {"quick": quick, "seed": seed, "device": str(device), "total_seconds": time.perf_counter() - started},
+        "tour": {
+            "quick": quick,
+            "seed": seed,
+            "device": str(device),
+            "total_seconds": time.perf_counter() - started,
+            "total_cpu_seconds": sum(outcome.cpu_seconds for outcome in outcomes),
+        },
         "environment": tour_environment(device),
     }
     md_path, _ = write_report(out, outcomes, PENDING if sections is None else {}, info)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyro_bdl.tour.core import Budget, Section
 from pyro_bdl.tour.data import TourData
+from triton_kernels._runtime import is_interpreting
 from triton_kernels.cli import selfcheck
 from triton_kernels.cpu import describe_cpu_gemm
 
@@ -25,17 +26,21 @@ def run(data: TourData, out: Path, budget: Budget) -> Section:
     with contextlib.redirect_stdout(printed):
         ok = selfcheck(budget.device, seed=budget.seed)
     table = printed.getvalue().strip()
-    ran_triton = budget.device.type == "cuda" or any(line.startswith("triton") for line in table.splitlines())
+    if budget.device.type == "cuda":
+        triton, where = "ran on the GPU", "The Triton kernels ran on the GPU."
+    elif is_interpreting():
+        triton = "ran in Triton's CPU interpreter (TRITON_INTERPRET=1)"
+        where = "No GPU here: the compiled CPU GEMM ran, and the Triton kernels ran in Triton's CPU interpreter."
+    else:
+        triton = "not run (no GPU)"
+        where = "No GPU here: the compiled CPU GEMM ran (the Triton kernels need a CUDA GPU)."
     numbers = {
         "all_exact": bool(ok),
         "device": str(budget.device),
-        "triton_kernels_ran": ran_triton,
+        "triton_kernels": triton,
+        "triton_kernels_ran_on_gpu": budget.device.type == "cuda",
         "kernel_path": kernel_path(budget.device.type),
     }
-    where = (
-        "The Triton kernels ran on the GPU." if budget.device.type == "cuda"
-        else "No GPU here: the CPU path ran (Triton needs a CUDA GPU, or its interpreter with TRITON_INTERPRET=1)."
-    )  # fmt: skip
     text = (
         "`triton_kernels.cli.selfcheck` (what `triton-kernels selfcheck` runs) compares sign packing, every XNOR "
         f"GEMM variant and the pixel GEMM with the reference on random operands, bit for bit. {where}\n\n"

@@ -21,20 +21,22 @@ from pyro_bdl.models import RBM, train_rbm
 from pyro_bdl.tour.core import Budget, Section
 from pyro_bdl.tour.data import TourData
 
+BATCH = 100
+
 
 def run(data: TourData, out: Path, budget: Budget) -> Section:
     pyro.clear_param_store()
     pyro.set_rng_seed(budget.seed)
     train = binarize_dynamic(to_float(data.train.images, flatten=True), torch.Generator().manual_seed(budget.seed))
     test = binarize_dynamic(to_float(data.test.images, flatten=True), torch.Generator().manual_seed(budget.seed + 1))
-    hidden, epochs = budget.pick(200, 50), budget.pick(30, 3)
+    hidden, epochs = budget.pick(200, 50), budget.pick(30, 5)
     num_betas, num_runs = budget.pick(5000, 500), budget.pick(100, 32)
     base = base_rate_bias(train)
     rbm = RBM(784, hidden)
     with torch.no_grad():
         rbm.visible_bias.copy_(base.float())
-    history = train_rbm(rbm, train, epochs=epochs, batch_size=20, lr=0.05, momentum=0.5, k=1, persistent=True,
-                        seed=budget.seed)  # fmt: skip
+    history = train_rbm(rbm, train, epochs=epochs, batch_size=BATCH, lr=0.05, momentum=0.5, weight_decay=2e-4, k=1,
+                        persistent=True, seed=budget.seed)  # fmt: skip
     ais = ais_log_partition(rbm, num_betas=num_betas, num_runs=num_runs, base_bias=base,
                             generator=torch.Generator().manual_seed(budget.seed))  # fmt: skip
     with torch.no_grad():
@@ -61,7 +63,8 @@ def run(data: TourData, out: Path, budget: Budget) -> Section:
     }
     text = (
         f"An RBM with 784 binary visible and {hidden} hidden units, trained by PCD-1 (`train_rbm`: Pyro's SVI "
-        f"with the `ContrastiveDivergence` loss, SGD lr 0.05, momentum 0.5, batches of 20) for {epochs} epochs "
+        f"with the `ContrastiveDivergence` loss, SGD lr 0.05, momentum 0.5, weight decay 2e-4, batches of {BATCH}) "
+        f"for {epochs} epochs "
         f"on the 3,000 training digits, binarised once. `ais_log_partition` estimates log Z with {num_runs} AIS "
         f"runs over {num_betas} temperatures from the base-rate model; log Z's standard error (delta method) "
         f"and the effective sample size of the AIS weights say how far to trust it (an ESS near the number of "
