@@ -12,14 +12,12 @@
   protocol's ``n_hidden`` and ``n_epochs``.
 
 :func:`load_sample` reads them through :mod:`importlib.resources` (no path, no download);
-:func:`build_sample` rebuilds them from the full data sets (``python -m pyro_bdl.tour.data``).
+:func:`build_sample` rebuilds them from the full data sets (``python -m pyro_bdl.tour.build_sample``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -127,26 +125,3 @@ def build_sample(
         n_epochs=np.int64(uci.n_epochs),
     )
     return [mnist_path, uci_path]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pyro_bdl.tour.data --mnist DIR --uci DIR --out DIR``: rebuild the embedded files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pyro_bdl.tour.data",
-        description="Rebuild the tour's embedded MNIST sample and UCI yacht split.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    data = os.environ.get("PYRO_BDL_DATA") or "../shared/data"
-    parser.add_argument("--mnist", type=Path, default=Path(data) / "mnist", help="folder of the MNIST IDX files")
-    parser.add_argument("--uci", type=Path, default=Path(data) / "uci", help="folder of the UCI data sets")
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / SAMPLE_FOLDER, help="where to write the .npz files"
-    )
-    args = parser.parse_args(argv)
-    for path in build_sample(args.mnist, args.uci, args.out):
-        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -123,9 +123,9 @@ def add_tour_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         default="auto",
         help="where the binary networks and the kernel check run (auto: the GPU if torch sees one)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; None keeps torch's own")
     parser.add_argument(
-        "--sections", nargs="+", choices=list(SECTIONS), default=None, help="run only these sections (default: all)"
+        "--sections", nargs="+", choices=list(SECTIONS), default=None, help="run only these sections; None runs all"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

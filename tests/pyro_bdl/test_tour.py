@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from pyro_bdl.tour import PENDING, SECTIONS, add_tour_arguments, load_sample, main, run_tour
-from pyro_bdl.tour.data import ATTRIBUTION_FILE, MNIST_FILE, SAMPLE_FOLDER, UCI_FILE, build_sample, sample_file
+from pyro_bdl.tour.build_sample import main as build_sample_main
+from pyro_bdl.tour.data import ATTRIBUTION_FILE, MNIST_FILE, SAMPLE_FOLDER, UCI_FILE, sample_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -76,7 +77,7 @@ def test_build_sample_reproduces_the_embedded_files(tmp_path):
     data = Path(os.environ.get("PYRO_BDL_DATA") or ROOT.parent / "shared" / "data")
     if not (data / "mnist").is_dir() or not (data / "uci" / "yacht").is_dir():
         pytest.skip(f"the full data sets are not at {data} (set PYRO_BDL_DATA)")
-    build_sample(data / "mnist", data / "uci", tmp_path)
+    assert build_sample_main(["--mnist", str(data / "mnist"), "--uci", str(data / "uci"), "--out", str(tmp_path)]) == 0
     for name in (MNIST_FILE, UCI_FILE):
         with np.load(tmp_path / name) as rebuilt, sample_file(name).open("rb") as handle, np.load(handle) as shipped:
             assert sorted(rebuilt.files) == sorted(shipped.files)
