@@ -1,4 +1,5 @@
-"""Reliability diagram (PNG): accuracy against confidence per bin, with the bin counts.
+"""Calibration figures (PNG): the reliability diagram of a classifier (accuracy against confidence per
+bin, with the bin counts) and the interval coverage of a regression model (:func:`plot_interval_coverage`).
 
 A perfectly calibrated classifier has its bars on the diagonal; bars below it mean
 over-confidence. The lower panel shows how many predictions fall in each bin, since most
@@ -9,13 +10,14 @@ bins of a good MNIST classifier are nearly empty. Drawn with matplotlib's object
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from pyro_bdl.evaluation.calibration import ReliabilityBins
 
-__all__ = ["plot_reliability_diagram"]
+__all__ = ["plot_interval_coverage", "plot_reliability_diagram"]
 
 
 def plot_reliability_diagram(
@@ -68,6 +70,51 @@ def plot_reliability_diagram(
     bottom.set_xlim(0.0, 1.0)
     bottom.set_xlabel("confidence (max class probability)")
     bottom.set_ylabel("count")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def plot_interval_coverage(
+    levels: Sequence[float],
+    coverage: Sequence[float],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Write the coverage of central predictive intervals against their nominal level (regression) as a PNG.
+
+    Args:
+        levels: nominal levels in (0, 1), e.g. 0.1 ... 0.95.
+        coverage: the share of test targets inside each level's interval
+            (:func:`pyro_bdl.evaluation.interval_coverage`), same length.
+        path: the output file; must end in ``.png``. Missing parent folders are created.
+        title: an optional title.
+        dpi: resolution of the PNG.
+
+    Points below the diagonal mean intervals too narrow (over-confidence), above it too wide.
+    """
+    levels, coverage = [float(v) for v in levels], [float(v) for v in coverage]
+    if len(levels) != len(coverage) or not levels:
+        raise ValueError(
+            f"levels and coverage must be non-empty and of one length, got {len(levels)} and {len(coverage)}"
+        )
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must name a .png file, got {str(path)!r}")
+    figure = Figure(figsize=(4.5, 4.5))
+    axes = figure.subplots()
+    axes.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="gray", label="perfect calibration")
+    axes.plot(levels, coverage, marker="o", color="tab:blue", label="test coverage")
+    axes.set_xlim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_xlabel("nominal level of the central interval")
+    axes.set_ylabel("share of test targets inside")
+    axes.legend(loc="upper left", fontsize="small")
+    if title:
+        axes.set_title(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi, format="png")

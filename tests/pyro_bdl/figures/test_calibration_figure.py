@@ -1,4 +1,4 @@
-"""The reliability diagram writes a valid PNG of the expected size."""
+"""The calibration figures (reliability diagram, interval coverage) write valid PNGs of the expected size."""
 
 import struct
 
@@ -7,7 +7,7 @@ import torch
 from matplotlib.image import imread
 
 from pyro_bdl.evaluation import reliability_bins
-from pyro_bdl.figures.calibration import plot_reliability_diagram
+from pyro_bdl.figures.calibration import plot_interval_coverage, plot_reliability_diagram
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -42,3 +42,20 @@ def test_bad_arguments_are_refused(tmp_path, bins):
         plot_reliability_diagram(bins, tmp_path / "reliability.pdf")
     with pytest.raises(TypeError, match="ReliabilityBins"):
         plot_reliability_diagram({"counts": []}, tmp_path / "reliability.png")
+
+
+def test_interval_coverage_writes_a_valid_png(tmp_path):
+    path = plot_interval_coverage([0.5, 0.9, 0.95], [0.4, 0.85, 0.97], tmp_path / "sub" / "coverage.png", dpi=50)
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert struct.unpack(">II", data[16:24]) == (225, 225)  # figsize (4.5, 4.5) inches at 50 dpi
+    assert imread(path).std() > 0.05
+
+
+def test_interval_coverage_refuses_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="one length"):
+        plot_interval_coverage([0.5, 0.9], [0.4], tmp_path / "coverage.png")
+    with pytest.raises(ValueError, match="one length"):
+        plot_interval_coverage([], [], tmp_path / "coverage.png")
+    with pytest.raises(ValueError, match=r"\.png"):
+        plot_interval_coverage([0.5], [0.4], tmp_path / "coverage.svg")
