@@ -8,15 +8,15 @@ problems are timed from device memory, not from cache. Also measures the card's 
 ceiling with a microbenchmark.
 
 On a CPU: the compiled CPU path (numba) and the numpy fallback against ``torch.matmul`` in
-float32 and bfloat16 and ``torch._int_mm`` on +-1 int8 (8x the bytes of packed weights), for
-M in {1, 4, 16, 64, 256, 1024} and N = K in {4096, 8192}, on torch's thread count (every
-core unless ``OMP_NUM_THREADS`` says otherwise). Every implementation rotates over enough copies of its operands to exceed 3x
-the last-level cache, so weights come from memory, not from a cache the next layer would
-evict; ``xnor_cpu_warm`` repeats one copy (the packed weights of a layer fit in cache, their
-float and int8 forms do not). Rounds are interleaved (one call of each implementation per
-round) so that load on the machine hits all alike. Also measures the CPU's XOR-popcount
-ceiling with a microbenchmark of the GEMM's instruction mix, and the first call's compile time
-in a fresh process with an empty numba cache.
+float32 and bfloat16 and ``torch._int_mm`` on +-1 int8 (8x the bytes of packed weights), for M
+in {1, 4, 16, 64, 256, 1024} and N = K in {4096, 8192}, on torch's thread count (every core
+unless ``OMP_NUM_THREADS`` says otherwise). Every implementation rotates over enough copies of
+its operands to exceed 3x the last-level cache, so weights come from memory, not from a cache
+the next layer would evict; ``xnor_cpu_warm`` repeats one copy (the packed weights of a layer
+fit in cache, their float and int8 forms do not). Rounds are interleaved (one call of each
+implementation per round) so that load on the machine hits all alike. Also measures the CPU's
+XOR-popcount ceiling with a microbenchmark of the GEMM's instruction mix, and the first call's
+compile time in a fresh process with an empty numba cache.
 
 Each result is checked exact against the float32 product of the same signs before it is
 timed. Prints a table and writes JSON (default ``runs/bench/xnor_gemm-<device>-<time>.json``;

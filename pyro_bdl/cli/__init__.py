@@ -3,6 +3,7 @@
 =============================================  ==========================================
 command                                        what it does
 =============================================  ==========================================
+``pyro-bdl tour``                              train every model family on the embedded sample; a report
 ``pyro-bdl data fetch mnist --to DIR``         download MNIST's four IDX files, checked
 ``pyro-bdl data fetch uci NAME... --to DIR``   download UCI sets with their standard splits
 ``pyro-bdl data list``                         what can be fetched, with sizes
@@ -41,6 +42,7 @@ from pyro_bdl.cli.base import (
 __all__ = ["COMMANDS", "CommandError", "Entry", "build_parser", "main"]
 
 COMMANDS: tuple[Entry, ...] = (
+    Entry("tour", "train every model family on the sample shipped in the package; write a report", "pyro_bdl.cli.tour"),
     Entry("data", "fetch and list the data sets (MNIST, UCI standard splits)", "pyro_bdl.cli.data"),
     Entry(
         "selfcheck", "check every XNOR kernel against its reference on random inputs", "pyro_bdl.cli.kernels:selfcheck"

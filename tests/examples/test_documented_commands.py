@@ -59,7 +59,11 @@ TINY = {
 }
 NO_DATA = {"benchmarks/bench_xnor_gemm.py", "examples/rbm_ising.py"}
 """Scripts without a ``--data`` flag (they read no data set)."""
-CLI_TINY = {"data fetch": ["--no-progress"], "data list": []}
+CLI_TINY = {
+    "data fetch": ["--no-progress"],
+    "data list": [],
+    "tour": ["--quick", "--no-progress", "--sections", "kernels"],  # the whole quick tour runs in test_tour.py
+}
 """Per ``pyro-bdl`` command (its first two words), the flags appended when it runs."""
 MNIST_LIMIT = ["--limit", "1200"]
 """Added to MNIST commands that do not set ``--validation`` themselves."""
@@ -96,18 +100,23 @@ def documented_commands() -> list[tuple[str, str]]:
 
 
 def documented_cli_commands() -> list[tuple[str, str]]:
-    """``(where, arguments)`` for every ``pyro-bdl ...`` line of the README and the doc pages."""
+    """``(where, arguments)`` for every ``pyro-bdl ...`` line in a code block of the README and the doc pages."""
     found = []
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        in_code = False
         for line in path.read_text().splitlines():
-            match = CLI_COMMAND.match(line.strip())
+            if line.strip().startswith("```"):
+                in_code = not in_code
+                continue
+            match = CLI_COMMAND.match(line.strip()) if in_code else None
             if match:
                 found.append((str(path.relative_to(REPO)), " ".join(match.group(1).split(" #")[0].split())))
     return found
 
 
 def cli_key(arguments: list[str]) -> str:
-    return " ".join(arguments[:2])
+    """The command's words: ``data fetch``, ``tour`` (options and their values excluded)."""
+    return " ".join(word for word in arguments[:2] if not word.startswith("-"))
 
 
 COMMANDS = documented_commands()
@@ -188,4 +197,6 @@ def test_documented_pyro_bdl_command_runs(where, command, tmp_path, request, mon
         assert code == 0, f"{where}: `pyro-bdl {command}` failed"
         assert server.requests
         return
+    if cli_key(argv) == "tour":
+        extra += ["--out", str(tmp_path / "tour")]
     assert pyro_bdl_main([*argv, *extra]) == 0, f"{where}: `pyro-bdl {command}` failed"

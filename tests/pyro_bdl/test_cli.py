@@ -80,7 +80,8 @@ def test_every_registered_command_loads_with_arguments_and_a_run():
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        ([], ["data", "selfcheck", "info", "tune", "bench"]),
+        ([], ["tour", "data", "selfcheck", "info", "tune", "bench"]),
+        (["tour"], ["--quick", "--sections", "--out OUT", "(default: False)"]),
         (["data"], ["fetch", "list"]),
         (["data", "fetch"], ["--to DIR", "$PYRO_BDL_DATA", "--base-url URL", "(default: False)"]),
         (["data", "list"], ["with sizes"]),
@@ -89,7 +90,7 @@ def test_every_registered_command_loads_with_arguments_and_a_run():
         (["tune"], ["MxNxK", "(default: None)"]),
         (["bench"], ["benchmarks in", "xnor_gemm", "dlgm_svi"]),
     ],
-    ids=["pyro-bdl", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench"],
+    ids=["pyro-bdl", "tour", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench"],
 )
 def test_help_exits_zero_and_shows_the_defaults(capsys, command, shown):
     with pytest.raises(SystemExit) as exit_:
@@ -136,6 +137,7 @@ def test_top_level_help_imports_no_command():
         (("data", "fetch", "cifar", "--to", "x"), "pyro-bdl data fetch: error:", "invalid choice: 'cifar'"),
         (("data", "fetch", "mnist", "--bogus"), "pyro-bdl: error:", "unrecognized arguments: --bogus"),
         (("tune", "1x64"), "pyro-bdl tune: error:", "shape must look like MxNxK"),
+        (("tour", "--sections", "cifar"), "pyro-bdl tour: error:", "invalid choice: 'cifar'"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_two(arguments, prefix, fragment):
@@ -255,6 +257,8 @@ def test_kernel_commands_that_need_a_gpu_are_one_line_without_one(capsys):
     assert capsys.readouterr().err == (
         "pyro-bdl tune: error: tuning needs a CUDA GPU, but torch sees none (device='cuda')\n"
     )
+    assert main(["tour", "--device", "cuda", "--out", "unused"]) == 2
+    assert capsys.readouterr().err == "pyro-bdl tour: error: device 'cuda': torch sees no CUDA GPU here; use 'cpu'\n"
 
 
 def test_info_prints_versions_and_the_cpu_gemm(capsys):
