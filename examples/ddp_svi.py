@@ -139,8 +139,9 @@ def main(args: argparse.Namespace) -> dict | None:
             x_valid = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed).to(device)
             elbo = elbo_per_datum(model, guide, x_valid, num_samples=args.elbo_samples, data_chunk=500)
             report["validation_images"], report["validation_elbo"] = len(x_valid), elbo.mean().item()
+        validation_elbo = report.get("validation_elbo", math.nan)
         print(f"{world_size} process(es): train ELBO {result.history[-1]['train_elbo']:.2f} nats/image after "
-              f"{args.epochs} epochs, {seconds:.1f} s; validation ELBO {report.get('validation_elbo', math.nan):.2f}")  # fmt: skip
+              f"{args.epochs} epochs, {seconds:.1f} s; validation ELBO {validation_elbo:.2f}")  # fmt: skip
         write_results(args.out / RESULTS_NAME, report)
         return report
     finally:
