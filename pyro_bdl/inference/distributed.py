@@ -217,7 +217,7 @@ def fit_module(
     Args:
         model, guide: ``nn.Module`` s called as ``f(*batch)``; every Pyro param they use must
             be a module parameter (``PyroParam`` / ``PyroModule``; checked).
-        train_data: (N, ...) tensor or tensors, the whole data set on every rank.
+        train_data: (N, ...) tensor or tensors, the whole data set, the same on every rank.
         optimizer: ``params -> torch.optim.Optimizer``, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
         epochs: passes over the data.
         batch_size: global rows per step, B = W b (a multiple of the world size W).
@@ -265,7 +265,10 @@ def fit_module(
         with torch.no_grad():
             for param in params:
                 dist.broadcast(param, src=0)
-        step_module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = (
+            [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
+        )
+        step_module = DistributedDataParallel(module, device_ids=device_ids)
     _reseed_per_rank(rank, world_size, device)
     optim = optimizer(params)
     if not isinstance(optim, torch.optim.Optimizer):
