@@ -7,6 +7,8 @@ term and the N / b scaling are exercised:
 * ``AutoDelta`` (MAP): the loss and its gradient are deterministic, so the 2-process run
   must repeat the 1-process run up to float32 summation order (all-reduce vs one sum):
   parameters and train ELBOs within ``DETERMINISTIC_ATOL``;
+* ``AutoDelta`` initialised from a prior draw seeded per rank: every rank trains from rank 0's
+  start (the lazily created params are broadcast before DDP wraps the module);
 * ``AutoNormal``: sampling noise differs per rank, so the ranks must hold identical
   parameters (DDP), draw different noise, and both runs must reach the exact Gaussian
   posterior within ``POSTERIOR_ATOL`` (loc and scale), hence each other within twice that.
@@ -26,7 +28,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from pyro.infer import Trace_ELBO
-from pyro.infer.autoguide import AutoDelta, AutoNormal
+from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median, init_to_sample
 from pyro.nn import PyroModule, PyroSample
 
 from pyro_bdl.inference.distributed import ELBOLoss, fit_module, init_from_env
@@ -66,13 +68,17 @@ def exact_posterior(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return (covariance @ x.double().T @ y.double() / NOISE**2).float(), covariance.diagonal().sqrt().float()
 
 
-def train(kind: str) -> dict:
-    """Fit the regression with ``AutoDelta`` or ``AutoNormal`` (same seed on every rank); params and history."""
+def train(kind: str, init_seed: int = 0) -> dict:
+    """Fit the regression with ``AutoDelta`` (``"delta"``; ``"delta_sampled_init"``: initialised by a prior
+    draw seeded with ``init_seed``) or ``AutoNormal`` (``"normal"``); params and history."""
     pyro.clear_param_store()
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(init_seed)
     model = Regression()
-    guide = AutoDelta(model) if kind == "delta" else AutoNormal(model)
-    if kind == "delta":
+    if kind == "normal":
+        guide = AutoNormal(model)
+    else:
+        guide = AutoDelta(model, init_loc_fn=init_to_sample if kind == "delta_sampled_init" else init_to_median)
+    if kind != "normal":
         epochs, optimizer, loss = EPOCHS_DELTA, functools.partial(torch.optim.Adam, lr=0.05), Trace_ELBO()
     else:
         epochs, optimizer = EPOCHS_NORMAL, functools.partial(torch.optim.Adam, lr=0.02)
@@ -86,6 +92,16 @@ def train(kind: str) -> dict:
     return {"params": params, "elbo": [row["train_elbo"] for row in result.history], "noise": torch.randn(4)}
 
 
+def initial_loc(seed: int) -> torch.Tensor:
+    """The ``AutoDelta(init_loc_fn=init_to_sample)`` start of ``w`` after a first call seeded with ``seed``."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    model = Regression()
+    guide = AutoDelta(model, init_loc_fn=init_to_sample)
+    guide(*regression_data())
+    return guide.median()["w"].detach().clone()
+
+
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))  # fmt: skip
@@ -93,7 +109,9 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     launch = init_from_env("gloo", timeout_s=60)
     assert launch is not None and launch.world_size == world_size
     try:
-        torch.save({kind: train(kind) for kind in ("delta", "normal")}, Path(out) / f"rank{rank}.pt")
+        results = {kind: train(kind) for kind in ("delta", "normal")}
+        results["delta_sampled_init"] = train("delta_sampled_init", init_seed=rank)  # ranks start apart
+        torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         torch_dist.destroy_process_group()
 
@@ -116,7 +134,7 @@ def one_process_results() -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {kind: train(kind) for kind in ("delta", "normal")}
+        return {kind: train(kind) for kind in ("delta", "normal", "delta_sampled_init")}
     finally:
         torch.set_num_threads(previous)
         pyro.clear_param_store()
@@ -134,6 +152,20 @@ def test_two_processes_repeat_the_deterministic_one_process_run(two_process_resu
     # and it trained: the MAP is near the posterior mean
     mean, _ = exact_posterior(*regression_data())
     torch.testing.assert_close(single["params"]["loc"], mean, atol=0.05, rtol=0)
+
+
+def test_lazily_created_params_start_from_rank_0_on_every_rank(two_process_results, one_process_results):
+    """Each rank initialises its AutoDelta from its own prior draw; training starts from rank 0's everywhere.
+
+    DDP's averaged gradients give every rank the same Adam updates, so a rank that kept its own
+    start would end exactly that far from rank 0."""
+    starts = [initial_loc(seed) for seed in (0, 1)]
+    assert (starts[0] - starts[1]).abs().max() > 0.1, "the two ranks' own starts should differ"
+    single = one_process_results["delta_sampled_init"]  # initialised with rank 0's seed
+    for rank, results in enumerate(two_process_results):
+        run = results["delta_sampled_init"]
+        torch.testing.assert_close(run["params"]["loc"], single["params"]["loc"], atol=DETERMINISTIC_ATOL, rtol=0,
+                                   msg=lambda m, r=rank: f"rank {r}: {m}")  # fmt: skip
 
 
 def test_stochastic_ranks_stay_in_sync_draw_different_noise_and_reach_the_posterior(
