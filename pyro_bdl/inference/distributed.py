@@ -171,11 +171,17 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _check_module_params(module: ELBOLoss, batch: tuple, scale: float) -> None:
-    """Refuse Pyro params outside the module: a torch optimizer over ``module.parameters()`` would skip them."""
-    with poutine.block(), DataPlateScaleMessenger(module.data_plate, scale):
+def _check_module(module: ELBOLoss, batch: tuple, scale: float, minibatched: bool) -> None:
+    """Refuse Pyro params outside the module (a torch optimizer over ``module.parameters()`` would skip
+    them) and minibatches of a model without the data plate (nothing would be scaled by N / b)."""
+    with poutine.block(), DataPlateScaleMessenger(module.data_plate, scale) as scaler:
         guide_trace = poutine.trace(module.guide).get_trace(*batch)
         model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(*batch)
+    if minibatched and not scaler.scaled_sites:
+        raise ValueError(
+            f"training on minibatches needs the data plate '{module.data_plate}' in the model, to scale its sites "
+            "by N / b; name the plate with data_plate= or train on one process with batch_size >= N"
+        )
     owned = {id(p) for p in module.parameters()}
     store = dict(pyro.get_param_store().named_parameters())
     for trace in (guide_trace, model_trace):
@@ -256,7 +262,7 @@ def fit_module(
     first = rows(torch.arange(min(local_batch, num_data), device=device))
     with torch.no_grad():  # create lazily made params (autoguides) the same way on every rank
         module(num_data / first[0].shape[0], *first)
-    _check_module_params(module, first, num_data / first[0].shape[0])
+    _check_module(module, first, num_data / first[0].shape[0], minibatched=local_batch < num_data)
     params = list(module.parameters())
     if not params:
         raise ValueError("the model and guide have no parameters to train")

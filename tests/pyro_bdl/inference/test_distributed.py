@@ -228,6 +228,9 @@ def test_fit_module_refuses_what_a_torch_optimizer_would_silently_skip(pyro_stat
         fit_module(model, AutoNormal(model), (x, y), optimizer=torch.optim.Adam, epochs=1, batch_size=8,
                    progress=False)  # fmt: skip
     model = Regression()
+    with pytest.raises(ValueError, match="training on minibatches needs the data plate 'rows' in the model"):
+        fit_module(model, AutoNormal(model), (x, y), optimizer=torch.optim.Adam, epochs=1, batch_size=8,
+                   data_plate="rows", progress=False)  # fmt: skip
     with pytest.raises(TypeError, match=r"must return a torch\.optim\.Optimizer"):
         fit_module(model, AutoNormal(model), (x, y), optimizer=lambda params: None, epochs=1, batch_size=8,
                    progress=False)  # fmt: skip
