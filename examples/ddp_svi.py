@@ -51,7 +51,7 @@ from pyro_bdl.experiment import (
     write_results,
 )
 from pyro_bdl.inference import elbo_per_datum
-from pyro_bdl.inference.distributed import LAUNCH_VARIABLES, fit_module, init_from_env
+from pyro_bdl.inference.distributed import LAUNCH_VARIABLES, Launch, close_process_group, fit_module, init_from_env
 from pyro_bdl.models import DLGM, DLGMGuide
 
 RESULTS_NAME = "results.json"
@@ -99,54 +99,62 @@ def relaunch(args: argparse.Namespace) -> dict:
     return json.loads((args.out / RESULTS_NAME).read_text())
 
 
+def train_and_score(args: argparse.Namespace, rank: int, world_size: int, launch: Launch | None) -> dict | None:
+    """Train on every rank; rank 0 scores the validation images and writes the results (returned, else None)."""
+    if args.batch_size % world_size:
+        raise UsageError(f"--batch-size must be a multiple of the world size {world_size}, got {args.batch_size}")
+    if args.device == "cuda" and launch is not None:
+        args.device = f"cuda:{launch.local_rank}"
+    device = setup(args)  # same --seed on every rank: identical initialisation
+    pyro.set_rng_seed(args.seed)
+    pyro.clear_param_store()
+    train, valid = load_mnist_train_valid(args)
+    x_train = to_float(train.images, flatten=True).to(device)
+    model = DLGM(784, (args.latent_dim,), ((args.hidden_dim,),), "bernoulli_logit").to(device)
+    guide = DLGMGuide.for_model(model).to(device)
+    started = time.perf_counter()
+    result = fit_module(model, guide, x_train, optimizer=functools.partial(torch.optim.Adam, lr=args.lr),
+                        epochs=args.epochs, batch_size=args.batch_size, loss=TraceMeanField_ELBO(),
+                        seed=args.seed, transform_batch=lambda x: (binarize_dynamic(x),),
+                        progress=not args.no_progress)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if rank != 0:
+        return None
+    report = {
+        "model": f"DLGM 784-{args.hidden_dim}-{args.latent_dim} Bernoulli, TraceMeanField_ELBO, torch Adam",
+        "world_size": world_size,
+        "backend": dist.get_backend() if launch is not None else None,
+        "train_images": len(x_train),
+        "train_seconds": seconds,
+        "history": result.history,
+        "machine": environment(device),
+        "arguments": {key: value for key, value in arguments_record(args).items() if key != "argv"},
+    }
+    if len(valid):
+        fixed = torch.Generator().manual_seed(args.seed + 1)
+        x_valid = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed).to(device)
+        elbo = elbo_per_datum(model, guide, x_valid, num_samples=args.elbo_samples, data_chunk=500)
+        report["validation_images"], report["validation_elbo"] = len(x_valid), elbo.mean().item()
+    validation_elbo = report.get("validation_elbo", math.nan)
+    print(f"{world_size} process(es): train ELBO {result.history[-1]['train_elbo']:.2f} nats/image after "
+          f"{args.epochs} epochs, {seconds:.1f} s; validation ELBO {validation_elbo:.2f}")  # fmt: skip
+    write_results(args.out / RESULTS_NAME, report)
+    return report
+
+
 def main(args: argparse.Namespace) -> dict | None:
     if args.processes > 1:
         return relaunch(args)
     launch = init_from_env(args.backend)
-    rank, world_size = (0, 1) if launch is None else (launch.rank, launch.world_size)
+    if launch is None:
+        return train_and_score(args, 0, 1, None)
     try:
-        if args.batch_size % world_size:
-            raise UsageError(f"--batch-size must be a multiple of the world size {world_size}, got {args.batch_size}")
-        if args.device == "cuda" and launch is not None:
-            args.device = f"cuda:{launch.local_rank}"
-        device = setup(args)  # same --seed on every rank: identical initialisation
-        pyro.set_rng_seed(args.seed)
-        pyro.clear_param_store()
-        train, valid = load_mnist_train_valid(args)
-        x_train = to_float(train.images, flatten=True).to(device)
-        model = DLGM(784, (args.latent_dim,), ((args.hidden_dim,),), "bernoulli_logit").to(device)
-        guide = DLGMGuide.for_model(model).to(device)
-        started = time.perf_counter()
-        result = fit_module(model, guide, x_train, optimizer=functools.partial(torch.optim.Adam, lr=args.lr),
-                            epochs=args.epochs, batch_size=args.batch_size, loss=TraceMeanField_ELBO(),
-                            seed=args.seed, transform_batch=lambda x: (binarize_dynamic(x),),
-                            progress=not args.no_progress)  # fmt: skip
-        seconds = time.perf_counter() - started
-        if rank != 0:
-            return None
-        report = {
-            "model": f"DLGM 784-{args.hidden_dim}-{args.latent_dim} Bernoulli, TraceMeanField_ELBO, torch Adam",
-            "world_size": world_size,
-            "backend": dist.get_backend() if launch is not None else None,
-            "train_images": len(x_train),
-            "train_seconds": seconds,
-            "history": result.history,
-            "machine": environment(device),
-            "arguments": {key: value for key, value in arguments_record(args).items() if key != "argv"},
-        }
-        if len(valid):
-            fixed = torch.Generator().manual_seed(args.seed + 1)
-            x_valid = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed).to(device)
-            elbo = elbo_per_datum(model, guide, x_valid, num_samples=args.elbo_samples, data_chunk=500)
-            report["validation_images"], report["validation_elbo"] = len(x_valid), elbo.mean().item()
-        validation_elbo = report.get("validation_elbo", math.nan)
-        print(f"{world_size} process(es): train ELBO {result.history[-1]['train_elbo']:.2f} nats/image after "
-              f"{args.epochs} epochs, {seconds:.1f} s; validation ELBO {validation_elbo:.2f}")  # fmt: skip
-        write_results(args.out / RESULTS_NAME, report)
-        return report
-    finally:
-        if launch is not None:
-            dist.destroy_process_group()
+        report = train_and_score(args, launch.rank, launch.world_size, launch)
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may never reach it
+        raise
+    close_process_group()  # every rank leaves together, once rank 0 has written the results
+    return report
 
 
 if __name__ == "__main__":

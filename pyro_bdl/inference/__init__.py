@@ -17,7 +17,14 @@ from __future__ import annotations
 
 from pyro_bdl.inference.ais import AISResult, ais_log_partition, ais_schedule, base_rate_bias
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
-from pyro_bdl.inference.distributed import ELBOLoss, Launch, fit_module, init_from_env, svi_step
+from pyro_bdl.inference.distributed import (
+    ELBOLoss,
+    Launch,
+    close_process_group,
+    fit_module,
+    init_from_env,
+    svi_step,
+)
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
 from pyro_bdl.inference.scoring import (
@@ -44,6 +51,7 @@ __all__ = [
     "ais_log_partition",
     "ais_schedule",
     "base_rate_bias",
+    "close_process_group",
     "elbo_per_datum",
     "fit",
     "fit_module",

@@ -61,7 +61,7 @@ from pyro_bdl.inference.fit_state import FitResult
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger
 from pyro_bdl.validation import check_int
 
-__all__ = ["ELBOLoss", "Launch", "fit_module", "init_from_env", "svi_step"]
+__all__ = ["ELBOLoss", "Launch", "close_process_group", "fit_module", "init_from_env", "svi_step"]
 
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """What ``torchrun`` (``python -m torch.distributed.run``) sets in every process it starts."""
@@ -127,7 +127,7 @@ def _env_int(name: str, minimum: int) -> int:
     return value
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> Launch | None:
+def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Launch | None:
     """Start the default process group from ``torchrun``'s environment; None when not launched by it.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` (and ``LOCAL_RANK``); with
@@ -162,6 +162,18 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> Launc
     if dist.get_world_size() != world_size:
         raise ValueError(f"the process group has {dist.get_world_size()} ranks but WORLD_SIZE={world_size}")
     return Launch(rank, world_size, local_rank)
+
+
+def close_process_group() -> None:
+    """Wait for every rank (``barrier``), then destroy the default process group; nothing without one.
+
+    Call it at the end of a successful run: a rank that destroys its group and exits while
+    another still works (rank 0 scoring and writing results) can make gloo abort the finished
+    process at exit ("terminate called without an active exception"); the barrier keeps them together.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _world() -> tuple[int, int]:

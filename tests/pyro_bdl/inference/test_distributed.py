@@ -31,7 +31,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median, init_to_sample
 from pyro.nn import PyroModule, PyroSample
 
-from pyro_bdl.inference.distributed import ELBOLoss, fit_module, init_from_env
+from pyro_bdl.inference.distributed import ELBOLoss, close_process_group, fit_module, init_from_env
 
 NUM_DATA, FEATURES, NOISE = 64, 3, 0.5
 BATCH, EPOCHS_DELTA, EPOCHS_NORMAL = 16, 20, 100
@@ -108,12 +108,10 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     launch = init_from_env("gloo", timeout_s=60)
     assert launch is not None and launch.world_size == world_size
-    try:
-        results = {kind: train(kind) for kind in ("delta", "normal")}
-        results["delta_sampled_init"] = train("delta_sampled_init", init_seed=rank)  # ranks start apart
-        torch.save(results, Path(out) / f"rank{rank}.pt")
-    finally:
-        torch_dist.destroy_process_group()
+    results = {kind: train(kind) for kind in ("delta", "normal")}
+    results["delta_sampled_init"] = train("delta_sampled_init", init_seed=rank)  # ranks start apart
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+    close_process_group()
 
 
 def free_port() -> int:
