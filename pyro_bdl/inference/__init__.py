@@ -7,6 +7,8 @@
 * :mod:`~pyro_bdl.inference.fit`: :func:`fit`, minibatch SVI with validation,
   :class:`EarlyStopping` and resumable checkpoints (:class:`FitState`).
 * :mod:`~pyro_bdl.inference.minibatch`: scale the sites of the data plate by N / B.
+* :mod:`~pyro_bdl.inference.distributed`: :class:`ELBOLoss` (the ELBO as an ``nn.Module``) and
+  :func:`fit_module`, minibatch SVI with a torch optimizer, data parallel under ``torchrun``.
 * :mod:`~pyro_bdl.inference.contrastive_divergence`: :class:`ContrastiveDivergence`, the CD-k /
   PCD loss of models with RBM factors; :mod:`~pyro_bdl.inference.ais`: AIS for an RBM's log Z.
 """
@@ -15,6 +17,14 @@ from __future__ import annotations
 
 from pyro_bdl.inference.ais import AISResult, ais_log_partition, ais_schedule, base_rate_bias
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
+from pyro_bdl.inference.distributed import (
+    ELBOLoss,
+    Launch,
+    close_process_group,
+    fit_module,
+    init_from_env,
+    svi_step,
+)
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
 from pyro_bdl.inference.scoring import (
@@ -31,19 +41,25 @@ __all__ = [
     "AISResult",
     "ContrastiveDivergence",
     "DataPlateScaleMessenger",
+    "ELBOLoss",
     "EarlyStopping",
     "FitResult",
     "FitState",
+    "Launch",
     "SiteInfo",
     "TraceLayout",
     "ais_log_partition",
     "ais_schedule",
     "base_rate_bias",
+    "close_process_group",
     "elbo_per_datum",
     "fit",
+    "fit_module",
     "importance_log_likelihood",
+    "init_from_env",
     "joint_log_importance_weights",
     "log_importance_weights",
     "scale_data_plate",
+    "svi_step",
     "trace_layout",
 ]

@@ -187,7 +187,9 @@ def fit(
         guide: called like the model.
         train_data: (N, ...) tensor or tensors with the data points along dim 0.
         optim: a Pyro optimizer (``pyro.optim.Adam(...)``, ``ClippedAdam``, schedulers); a
-            fresh one to resume from a checkpoint.
+            fresh one to resume from a checkpoint. For a ``torch.optim`` optimizer over the
+            modules' parameters (and data-parallel training) use
+            :func:`~pyro_bdl.inference.distributed.fit_module`.
         epochs: total number of passes over the data (a resumed run continues up to it).
         batch_size: rows per step, B; the last batch of an epoch may be smaller.
         loss: the ELBO to minimise; ``Trace_ELBO()`` by default.
@@ -220,7 +222,10 @@ def fit(
     if validation is not None and len(validation) != len(train):
         raise ValueError(f"validation_data must hold {len(train)} tensors like train_data, got {len(validation)}")
     if not isinstance(optim, PyroOptim):
-        raise TypeError(f"optim must be a pyro.optim optimizer (PyroOptim), got {type(optim).__name__}")
+        raise TypeError(
+            f"optim must be a pyro.optim optimizer (PyroOptim), got {type(optim).__name__}; "
+            "for a torch.optim optimizer use pyro_bdl.inference.fit_module"
+        )
     loss = Trace_ELBO() if loss is None else loss
     if not isinstance(loss, ELBO):
         raise TypeError(f"loss must be a pyro.infer ELBO (e.g. Trace_ELBO()), got {type(loss).__name__}")

@@ -43,6 +43,7 @@ TINY = {
         "--no-progress",
         "examples/dlgm_mnist.py": "--epochs 1 --test-limit 20 --iw-samples 10 --elbo-samples 2 --impute-images 5 "
         "--impute-steps 2 --no-figures --no-progress --full-test-iw-samples 0 --latent-dims 4 --hidden-dims 16",
+        "examples/ddp_svi.py": "--limit 600 --epochs 1 --latent-dim 4 --hidden-dim 16 --elbo-samples 2 --no-progress",
         "examples/dlgm_model_selection.py": "--configs 2 --epochs 1 --test-limit 20 --iw-samples 5 --elbo-samples 2 "
         "--no-progress",
         "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
