@@ -71,8 +71,8 @@ class ELBOLoss(nn.Module):
     """``-ELBO`` of a (model, guide) pair as a module: ``forward(scale, *batch)`` -> scalar tensor.
 
     Args:
-        model, guide: ``nn.Module`` s (``PyroModule``, an autoguide), called as ``f(*batch)``;
-            their parameters are this module's.
+        model: an ``nn.Module`` (``PyroModule``) called as ``model(*batch)``; its parameters are this module's.
+        guide: an ``nn.Module`` (``PyroModule``, an autoguide) called as ``guide(*batch)``; likewise.
         loss: the Pyro ELBO (``Trace_ELBO()`` by default); ``loss.differentiable_loss`` is used.
         data_plate: the plate over data points whose sample sites are scaled by ``scale``.
 
@@ -233,8 +233,9 @@ def fit_module(
     """Minibatch SVI with a torch optimizer over :class:`ELBOLoss`; data parallel under a process group.
 
     Args:
-        model, guide: ``nn.Module`` s called as ``f(*batch)``; every Pyro param they use must
-            be a module parameter (``PyroParam`` / ``PyroModule``; checked).
+        model: an ``nn.Module`` called as ``model(*batch)``; every Pyro param it uses must be a
+            module parameter (``PyroParam`` / ``PyroModule``; checked).
+        guide: an ``nn.Module`` called as ``guide(*batch)``; the same rule.
         train_data: (N, ...) tensor or tensors, the whole data set, the same on every rank.
         optimizer: ``params -> torch.optim.Optimizer``, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
         epochs: passes over the data.
