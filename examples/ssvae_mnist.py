@@ -85,14 +85,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     parser.add_argument("--clip-norm", type=float, default=10.0, help="gradient norm clip per parameter tensor")
     parser.add_argument("--classifier-dropout", type=float, default=0.0, help="dropout in q(y | x)")
+    parser.add_argument("--labelled-every", type=int, default=1, help="take a labelled step every this many iterations")
+    parser.add_argument("--weighting", choices=("count", "batch"), default="count",
+                        help="row weights: N / B per part (unbiased), or 1 (Pyro's SS-VAE example)")  # fmt: skip
+    parser.add_argument("--pixels", choices=("binarised", "intensities"), default="binarised",
+                        help="what M2 on pixels sees: images binarised afresh each step, or the grey levels in [0, 1] "
+                             "as Bernoulli 'observations' (Pyro's SS-VAE example)")  # fmt: skip
     parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
     parser.add_argument("--m1-epochs", type=int, default=50, help="epochs of M1 training (with --m1)")
+    parser.add_argument("--m1-sample", action="store_true",
+                        help="M1+M2: train M2 on draws from M1's q(z | x), redrawn each step (Kingma et al.'s code), "
+                             "not on its means")  # fmt: skip
+    parser.add_argument("--m1-min-std", type=float, default=0.0,
+                        help="M1+M2: keep only M1 latents whose mean varies across images by more than this "
+                             "(Kingma et al.'s code: 0.1)")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also train the classifier on the labels alone")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
-    for name in ("labels", "epochs", "batch_size", "labelled_batch", "latent_dim", "hidden", "m1_epochs", "threads"):
+    for name in ("labels", "epochs", "batch_size", "labelled_batch", "latent_dim", "hidden", "m1_epochs", "threads",
+                 "labelled_every"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.labels % 10:
@@ -129,32 +142,69 @@ def train_m1(data: dict, args: argparse.Namespace) -> DLGMGuide:
     return guide
 
 
-def m1_features(guide: DLGMGuide, images: torch.Tensor) -> torch.Tensor:
-    """M1's posterior means of z given the intensities, (data, 50), in chunks."""
-    return torch.cat([guide.posterior_means(chunk)[0] for chunk in images.split(2000)])
+@torch.no_grad()
+def m1_posterior(guide: DLGMGuide, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of M1's q(z | x) given the intensities, each (data, 50), in chunks."""
+    parts = [guide.layer_distribution(1, guide.features(chunk)[0], None).base_dist for chunk in images.split(2000)]
+    return torch.cat([part.loc for part in parts]), torch.cat([part.scale for part in parts])
+
+
+def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> None:
+    """Replace every image set in ``data`` by M1's posterior means (and, for training rows, standard
+    deviations under ``<key>_scale``), keeping the latents whose means vary by more than ``--m1-min-std``
+    over the training rows."""
+    keys = ("labelled_x", "unlabelled_x", "validation_x", "test_x")
+    posterior = {key: m1_posterior(guide, data[key]) for key in keys}
+    spread = torch.cat([posterior["labelled_x"][0], posterior["unlabelled_x"][0]]).std(0)
+    keep = spread > args.m1_min_std
+    if not bool(keep.any()):
+        raise ValueError(f"--m1-min-std {args.m1_min_std} drops every M1 latent (largest spread {spread.max():.3g})")
+    print(f"M1: {int(keep.sum())} of {len(keep)} latents kept (spread of their means > {args.m1_min_std})")
+    for key, (mean, scale) in posterior.items():
+        data[key] = mean[:, keep]
+        if key in ("labelled_x", "unlabelled_x"):
+            data[f"{key}_scale"] = scale[:, keep]
+
+
+def training_input(x: torch.Tensor, scale: torch.Tensor | None, args: argparse.Namespace) -> torch.Tensor:
+    """What a training step sees: binarised pixels for M2; M1 features (means, or draws with --m1-sample)."""
+    if not args.m1:
+        return binarize_dynamic(x) if args.pixels == "binarised" else x
+    return x + scale * torch.randn_like(x) if args.m1_sample else x
 
 
 def steps(data: dict, args: argparse.Namespace, generator: torch.Generator, epoch: int = 1) -> Iterator[tuple]:
-    """One epoch of ``(labelled, unlabelled)`` parts, each ``(x, y, row_scale)``: the unlabelled rows once, a
-    labelled batch drawn afresh each step, each part weighted by its count (N_l / B_l, N_u / B_u).
+    """One epoch of steps, each a tuple of parts ``(x, y, row_scale)`` with ``x`` as a training step sees it
+    (:func:`training_input`): the unlabelled rows once, in batches, and a labelled batch drawn afresh every
+    ``--labelled-every`` iterations (that iteration yields ``(labelled, unlabelled)``, the others ``(unlabelled,)``).
 
-    With ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to 1 over the first E epochs.
+    Row weights: ``--weighting count`` makes each part an unbiased estimate of its sum over the training set
+    (labelled rows N_l / B_l times ``--labelled-every``, unlabelled rows N_u / B_u); ``--weighting batch``
+    weights every row 1, so each step's loss is its batch sum (Pyro's SS-VAE example). With
+    ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to full over the first E epochs.
     """
     n_u, n_l = len(data["unlabelled_x"]), len(data["labelled_x"])
     warmup = min(1.0, epoch / args.unlabelled_warmup) if args.unlabelled_warmup else 1.0
     unlabelled_order = torch.randperm(n_u, generator=generator)
     labelled_batch = min(args.labelled_batch, n_l)
+    by_count = args.weighting == "count"
+    labelled_scale = args.labelled_every * n_l / labelled_batch if by_count else 1.0
+    unlabelled_scale = warmup * (n_u / args.batch_size if by_count else 1.0)
     no_labels = torch.full((args.batch_size,), -1, dtype=torch.long)
-    for start in range(0, n_u - args.batch_size + 1, args.batch_size):
+    for step, start in enumerate(range(0, n_u - args.batch_size + 1, args.batch_size)):
         u = unlabelled_order[start : start + args.batch_size]
-        lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
-        labelled = (
-            data["labelled_x"][lab],
-            data["labelled_y"][lab],
-            torch.full((labelled_batch,), n_l / labelled_batch),
-        )
-        unlabelled = (data["unlabelled_x"][u], no_labels, torch.full((len(u),), warmup * n_u / len(u)))
-        yield labelled, unlabelled
+        parts = []
+        if step % args.labelled_every == 0:
+            lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
+            x_l = training_input(data["labelled_x"][lab], rows(data, "labelled_x_scale", lab), args)
+            parts.append((x_l, data["labelled_y"][lab], torch.full((labelled_batch,), labelled_scale)))
+        x_u = training_input(data["unlabelled_x"][u], rows(data, "unlabelled_x_scale", u), args)
+        yield (*parts, (x_u, no_labels, torch.full((len(u),), unlabelled_scale)))
+
+
+def rows(data: dict, key: str, index: torch.Tensor) -> torch.Tensor | None:
+    """``data[key][index]``, or None where ``data`` has no such entry."""
+    return data[key][index] if key in data else None
 
 
 def error_rate(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -182,9 +232,9 @@ def supervised_baseline(guide: M2Guide, data: dict, args: argparse.Namespace) ->
     for epoch in range(1, args.epochs + 1):
         classifier.train()
         for _ in range(len(data["unlabelled_x"]) // args.batch_size):
-            rows = torch.randperm(n_l, generator=generator)[: min(args.labelled_batch, n_l)]
-            x = data["labelled_x"][rows]
-            loss = F.cross_entropy(classifier(x if args.m1 else binarize_dynamic(x)), data["labelled_y"][rows])
+            picked = torch.randperm(n_l, generator=generator)[: min(args.labelled_batch, n_l)]
+            x = training_input(data["labelled_x"][picked], rows(data, "labelled_x_scale", picked), args)
+            loss = F.cross_entropy(classifier(x), data["labelled_y"][picked])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -227,9 +277,10 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
         num_steps = len(data["unlabelled_x"]) // args.batch_size
         for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False):
             for x, y, scale in parts:  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
-                total += svi.step(x if args.m1 else binarize_dynamic(x), y, scale)
+                total += svi.step(x, y, scale)
         error = error_rate(guide, data["validation_x"], data["validation_y"])
-        state.result.history.append({"epoch": epoch, "objective_per_row": -total / num_steps / rows,
+        objective = -total / rows / (num_steps if args.weighting == "count" else 1)
+        state.result.history.append({"epoch": epoch, "objective_per_row": objective,
                                      "validation_error": error, "seconds": time.perf_counter() - start})  # fmt: skip
         if state.best_params is None or error < min(h["validation_error"] for h in state.result.history[:-1]):
             state.result.best_epoch, state.best_params = epoch, state.param_values()
@@ -246,8 +297,7 @@ def main(args: argparse.Namespace) -> dict:
     data = load_data(args)
     if args.m1:
         m1 = train_m1(data, args)
-        for key in ("labelled_x", "unlabelled_x", "validation_x", "test_x"):
-            data[key] = m1_features(m1, data[key])
+        use_m1_features(data, m1, args)
     model, guide, optim, svi = build(data, args)
     names = [name for name, _ in pyro.get_param_store().named_parameters()]
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
