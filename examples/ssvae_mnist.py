@@ -91,6 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pixels", choices=("binarised", "intensities"), default="binarised",
                         help="what M2 on pixels sees: images binarised afresh each step, or the grey levels in [0, 1] "
                              "as Bernoulli 'observations' (Pyro's SS-VAE example)")  # fmt: skip
+    parser.add_argument("--init-scale", type=float, default=None,
+                        help="initial weights ~ N(0, s^2), biases 0 (Kingma et al.: 1e-3)")  # fmt: skip
     parser.add_argument("--classifier-warmup", type=int, default=0,
                         help="epochs in which q(y | x) learns from the labels only (the unlabelled term trains the "
                              "rest of the model with its soft labels)")  # fmt: skip
@@ -265,11 +267,11 @@ def build(data: dict, args: argparse.Namespace) -> tuple[M2, M2Guide, ClippedAda
     dim = data["labelled_x"].shape[1]
     if args.m1:  # Gaussian features: M1's posterior means
         model = M2(dim, 10, args.latent_dim, (args.hidden,), observation="gaussian",
-                   observation_params={"scale": torch.ones(dim)})  # fmt: skip
+                   observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale)  # fmt: skip
     else:
-        model = M2(dim, 10, args.latent_dim, (args.hidden,))
+        model = M2(dim, 10, args.latent_dim, (args.hidden,), init_scale=args.init_scale)
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
-    guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]),
+    guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]), init_scale=args.init_scale,
                               classifier_dropout=args.classifier_dropout)  # fmt: skip
     # Clipping each step's gradient (per parameter tensor) also evens out the labelled and unlabelled
     # steps, whose losses differ tenfold; on validation (100 labels, 5 epochs) it gave 26.7% error
@@ -342,7 +344,8 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:
-        baseline = supervised_baseline(M2Guide.for_model(model, classifier_dropout=args.classifier_dropout), data, args)
+        same = {"classifier_dropout": args.classifier_dropout, "init_scale": args.init_scale}
+        baseline = supervised_baseline(M2Guide.for_model(model, **same), data, args)
         results["supervised_only"] = baseline
         print(f"supervised-only classifier, same labels: test error {100 * baseline['test_error']:.2f}%")
     if is_full_mnist_protocol(args) and args.labels in KINGMA_2014:

@@ -79,6 +79,25 @@ def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Te
     return check_labels("y", y, num_data=num_data, num_classes=num_classes, unlabelled=UNLABELLED)
 
 
+def small_init_(module: nn.Module, scale: float | None) -> None:
+    """Kingma et al.'s initialisation (their code: ``scale = 1e-3``): every weight of ``module``'s linear
+    and embedding layers drawn from ``N(0, scale^2)``, every bias 0. ``None`` keeps PyTorch's defaults.
+
+    All networks then start near their constant functions, so the label's one-layer path into the decoder
+    is learnt before the style path, which needs the encoder too.
+    """
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"init_scale must be a number > 0 or None, got {scale!r}")
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear | nn.Embedding):
+                nn.init.normal_(layer.weight, std=float(scale))
+                if getattr(layer, "bias", None) is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 def _pyro(module: nn.Module) -> PyroModule:
     """``module`` turned into a PyroModule in place, so SVI finds its parameters."""
     to_pyro_module_(module)
@@ -124,6 +143,8 @@ class M2(PyroModule):
         class_probs: the prior ``pi`` (K,); uniform by default.
         observation_params: initial likelihood parameters (``{"scale": ...}``, ...).
         learn_params: fit the observation model's parameters (else keep them fixed).
+        init_scale: standard deviation of every initial decoder weight (see :func:`small_init_`);
+            None keeps PyTorch's initialisation.
 
     Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
     ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
@@ -143,6 +164,7 @@ class M2(PyroModule):
         class_probs: torch.Tensor | None = None,
         observation_params: dict | None = None,
         learn_params: bool = True,
+        init_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -163,6 +185,7 @@ class M2(PyroModule):
             raise ValueError(f"class_probs must be ({num_classes},) positive probabilities, got {class_probs}")
         self.register_buffer("class_probs", class_probs / class_probs.sum())
         self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
+        small_init_(self.decoder, init_scale)
         self.positive_eta = get_observation_model(observation).eta_positive
         self.likelihood = ObservationModel(
             observation, event_dim=1, plates=(), learn_params=learn_params, **(observation_params or {})
@@ -231,6 +254,8 @@ class M2Guide(PyroModule):
             its ``q(y | x)`` weights and entropy are constants (``logits.detach()``): the classifier learns
             from the classification term alone while the rest of the model learns from its soft labels.
             The objective's value is unchanged. An attribute, so a schedule can switch it.
+        init_scale: standard deviation of every initial weight of both networks (see
+            :func:`small_init_`); None keeps PyTorch's initialisation.
 
     Call as ``guide(x, y=None, *, obs_mask=None, num_data=None)`` like the model; missing
     entries of ``x`` (``obs_mask`` False) are fed to the networks as 0.
@@ -247,6 +272,7 @@ class M2Guide(PyroModule):
         alpha: float = 0.1,
         classifier_dropout: float = 0.0,
         unlabelled_trains_classifier: bool = True,
+        init_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -269,6 +295,7 @@ class M2Guide(PyroModule):
         layers.append(nn.Linear(width, num_classes))
         self.classifier = _pyro(nn.Sequential(*layers))
         self.encoder = LabelConditionedMLP(data_dim, num_classes, tuple(hidden_dims), 2 * latent_dim, activation)
+        small_init_(self, init_scale)
 
     @classmethod
     def for_model(cls, model: M2, **kwargs) -> M2Guide:

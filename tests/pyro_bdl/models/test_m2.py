@@ -247,3 +247,15 @@ def test_class_scores_are_the_labelled_bound_at_the_mean_style():
             - posterior.log_prob(z)
         )
         torch.testing.assert_close(scores[:, k], expected.detach())
+
+
+def test_init_scale_draws_small_weights_and_zero_biases():
+    model = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,), init_scale=1e-3)
+    guide = M2Guide.for_model(model, init_scale=1e-3)
+    for name, value in [*model.named_parameters(), *guide.named_parameters()]:
+        largest = float(value.detach().abs().max())
+        assert largest == 0.0 if name.endswith("bias") else 0 < largest < 1e-2, name
+    default = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,))
+    assert float(default.decoder.input_layer.weight.detach().abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="init_scale must be a number > 0"):
+        M2(PIXELS, init_scale=0.0)
