@@ -64,7 +64,7 @@ from pyro_bdl.experiment import (
 from pyro_bdl.figures.m2 import analogy_grid, class_samples_grid
 from pyro_bdl.inference import FitState, fit
 from pyro_bdl.models import DLGM, M2, DLGMGuide, M2Guide
-from pyro_bdl.models.m2 import analogies, class_conditional_samples, enumerated_elbo
+from pyro_bdl.models.m2 import analogies, class_conditional_samples, class_scores, enumerated_elbo
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESULTS_NAME = "results.json"
@@ -83,18 +83,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=500, help="units of each network's hidden layer")
     parser.add_argument("--alpha", type=float, default=0.1, help="alpha / N of eq. 9 (paper: alpha = 0.1 N)")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
-    parser.add_argument("--clip-norm", type=float, default=10.0, help="gradient norm clip per parameter tensor")
+    parser.add_argument("--clip-norm", type=float, default=10.0, help="clamp each gradient element to +-this")
     parser.add_argument("--classifier-dropout", type=float, default=0.0, help="dropout in q(y | x)")
+    parser.add_argument("--labelled-every", type=int, default=1, help="take a labelled step every this many iterations")
+    parser.add_argument("--weighting", choices=("count", "batch"), default="count",
+                        help="row weights: N / B per part (unbiased), or 1 (Pyro's SS-VAE example)")  # fmt: skip
+    parser.add_argument("--pixels", choices=("binarised", "intensities"), default="binarised",
+                        help="what M2 on pixels sees: images binarised afresh each step, or the grey levels in [0, 1] "
+                             "as Bernoulli 'observations' (Pyro's SS-VAE example)")  # fmt: skip
+    parser.add_argument("--init-scale", type=float, default=None,
+                        help="initial weights ~ N(0, s^2), biases 0 (Kingma et al.: 1e-3)")  # fmt: skip
+    parser.add_argument("--classifier-warmup", type=int, default=0,
+                        help="epochs in which q(y | x) learns from the labels only (the unlabelled term trains the "
+                             "rest of the model with its soft labels)")  # fmt: skip
     parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
     parser.add_argument("--m1-epochs", type=int, default=50, help="epochs of M1 training (with --m1)")
+    parser.add_argument("--m1-sample", action="store_true",
+                        help="M1+M2: train M2 on draws from M1's q(z | x), redrawn each step (Kingma et al.'s code), "
+                             "not on its means")  # fmt: skip
+    parser.add_argument("--m1-min-std", type=float, default=0.0,
+                        help="M1+M2: keep only M1 latents whose mean varies across images by more than this "
+                             "(Kingma et al.'s code: 0.1)")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also train the classifier on the labels alone")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
-    for name in ("labels", "epochs", "batch_size", "labelled_batch", "latent_dim", "hidden", "m1_epochs", "threads"):
+    for name in ("labels", "epochs", "batch_size", "labelled_batch", "latent_dim", "hidden", "m1_epochs", "threads",
+                 "labelled_every"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("classifier_warmup", "unlabelled_warmup"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.labels % 10:
         parser.error(f"--labels must be a multiple of the 10 classes, got {args.labels}")
     check_mnist_split_arguments(parser, args)
@@ -129,36 +150,82 @@ def train_m1(data: dict, args: argparse.Namespace) -> DLGMGuide:
     return guide
 
 
-def m1_features(guide: DLGMGuide, images: torch.Tensor) -> torch.Tensor:
-    """M1's posterior means of z given the intensities, (data, 50), in chunks."""
-    return torch.cat([guide.posterior_means(chunk)[0] for chunk in images.split(2000)])
+@torch.no_grad()
+def m1_posterior(guide: DLGMGuide, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of M1's q(z | x) given the intensities, each (data, 50), in chunks."""
+    parts = [guide.layer_distribution(1, guide.features(chunk)[0], None).base_dist for chunk in images.split(2000)]
+    return torch.cat([part.loc for part in parts]), torch.cat([part.scale for part in parts])
+
+
+def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> None:
+    """Replace every image set in ``data`` by M1's posterior means (and, for training rows, standard
+    deviations under ``<key>_scale``), keeping the latents whose means vary by more than ``--m1-min-std``
+    over the training rows."""
+    keys = ("labelled_x", "unlabelled_x", "validation_x", "test_x")
+    posterior = {key: m1_posterior(guide, data[key]) for key in keys}
+    spread = torch.cat([posterior["labelled_x"][0], posterior["unlabelled_x"][0]]).std(0)
+    keep = spread > args.m1_min_std
+    if not bool(keep.any()):
+        raise ValueError(f"--m1-min-std {args.m1_min_std} drops every M1 latent (largest spread {spread.max():.3g})")
+    print(f"M1: {int(keep.sum())} of {len(keep)} latents kept (spread of their means > {args.m1_min_std})")
+    for key, (mean, scale) in posterior.items():
+        data[key] = mean[:, keep]
+        if key in ("labelled_x", "unlabelled_x"):
+            data[f"{key}_scale"] = scale[:, keep]
+
+
+def training_input(x: torch.Tensor, scale: torch.Tensor | None, args: argparse.Namespace) -> torch.Tensor:
+    """What a training step sees: binarised pixels for M2; M1 features (means, or draws with --m1-sample)."""
+    if not args.m1:
+        return binarize_dynamic(x) if args.pixels == "binarised" else x
+    return x + scale * torch.randn_like(x) if args.m1_sample else x
 
 
 def steps(data: dict, args: argparse.Namespace, generator: torch.Generator, epoch: int = 1) -> Iterator[tuple]:
-    """One epoch of ``(labelled, unlabelled)`` parts, each ``(x, y, row_scale)``: the unlabelled rows once, a
-    labelled batch drawn afresh each step, each part weighted by its count (N_l / B_l, N_u / B_u).
+    """One epoch of steps, each a tuple of parts ``(x, y, row_scale)`` with ``x`` as a training step sees it
+    (:func:`training_input`): the unlabelled rows once, in batches, and a labelled batch drawn afresh every
+    ``--labelled-every`` iterations (that iteration yields ``(labelled, unlabelled)``, the others ``(unlabelled,)``).
 
-    With ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to 1 over the first E epochs.
+    Row weights: ``--weighting count`` makes each part an unbiased estimate of its sum over the training set
+    (labelled rows N_l / B_l times ``--labelled-every``, unlabelled rows N_u / B_u); ``--weighting batch``
+    weights every row 1, so each step's loss is its batch sum (Pyro's SS-VAE example). With
+    ``--unlabelled-warmup E`` the unlabelled rows' weight grows linearly to full over the first E epochs.
     """
     n_u, n_l = len(data["unlabelled_x"]), len(data["labelled_x"])
     warmup = min(1.0, epoch / args.unlabelled_warmup) if args.unlabelled_warmup else 1.0
     unlabelled_order = torch.randperm(n_u, generator=generator)
     labelled_batch = min(args.labelled_batch, n_l)
+    by_count = args.weighting == "count"
+    labelled_scale = args.labelled_every * n_l / labelled_batch if by_count else 1.0
+    unlabelled_scale = warmup * (n_u / args.batch_size if by_count else 1.0)
     no_labels = torch.full((args.batch_size,), -1, dtype=torch.long)
-    for start in range(0, n_u - args.batch_size + 1, args.batch_size):
+    for step, start in enumerate(range(0, n_u - args.batch_size + 1, args.batch_size)):
         u = unlabelled_order[start : start + args.batch_size]
-        lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
-        labelled = (
-            data["labelled_x"][lab],
-            data["labelled_y"][lab],
-            torch.full((labelled_batch,), n_l / labelled_batch),
-        )
-        unlabelled = (data["unlabelled_x"][u], no_labels, torch.full((len(u),), warmup * n_u / len(u)))
-        yield labelled, unlabelled
+        parts = []
+        if step % args.labelled_every == 0:
+            lab = torch.randperm(n_l, generator=generator)[:labelled_batch]
+            x_l = training_input(data["labelled_x"][lab], rows(data, "labelled_x_scale", lab), args)
+            parts.append((x_l, data["labelled_y"][lab], torch.full((labelled_batch,), labelled_scale)))
+        x_u = training_input(data["unlabelled_x"][u], rows(data, "unlabelled_x_scale", u), args)
+        yield (*parts, (x_u, no_labels, torch.full((len(u),), unlabelled_scale)))
+
+
+def rows(data: dict, key: str, index: torch.Tensor) -> torch.Tensor | None:
+    """``data[key][index]``, or None where ``data`` has no such entry."""
+    return data[key][index] if key in data else None
 
 
 def error_rate(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((torch.cat([guide.predict(chunk) for chunk in x.split(5000)]) != y).float().mean())
+
+
+def generative_error_rate(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Error of the generative model's own classifier ``argmax_k -L(x, k)`` (:func:`class_scores`) on the
+    first 2,000 rows: where the unlabelled term pulls q(y | x)."""
+    x, y = x[:2000], y[:2000]
+    return float(
+        (torch.cat([class_scores(model, guide, chunk).argmax(-1) for chunk in x.split(500)]) != y).float().mean()
+    )
 
 
 def test_metrics(guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -182,9 +249,9 @@ def supervised_baseline(guide: M2Guide, data: dict, args: argparse.Namespace) ->
     for epoch in range(1, args.epochs + 1):
         classifier.train()
         for _ in range(len(data["unlabelled_x"]) // args.batch_size):
-            rows = torch.randperm(n_l, generator=generator)[: min(args.labelled_batch, n_l)]
-            x = data["labelled_x"][rows]
-            loss = F.cross_entropy(classifier(x if args.m1 else binarize_dynamic(x)), data["labelled_y"][rows])
+            picked = torch.randperm(n_l, generator=generator)[: min(args.labelled_batch, n_l)]
+            x = training_input(data["labelled_x"][picked], rows(data, "labelled_x_scale", picked), args)
+            loss = F.cross_entropy(classifier(x), data["labelled_y"][picked])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -200,18 +267,23 @@ def build(data: dict, args: argparse.Namespace) -> tuple[M2, M2Guide, ClippedAda
     dim = data["labelled_x"].shape[1]
     if args.m1:  # Gaussian features: M1's posterior means
         model = M2(dim, 10, args.latent_dim, (args.hidden,), observation="gaussian",
-                   observation_params={"scale": torch.ones(dim)})  # fmt: skip
+                   observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale)  # fmt: skip
     else:
-        model = M2(dim, 10, args.latent_dim, (args.hidden,))
+        model = M2(dim, 10, args.latent_dim, (args.hidden,), init_scale=args.init_scale)
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
-    guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]),
+    guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]), init_scale=args.init_scale,
                               classifier_dropout=args.classifier_dropout)  # fmt: skip
-    # Clipping each step's gradient (per parameter tensor) also evens out the labelled and unlabelled
-    # steps, whose losses differ tenfold; on validation (100 labels, 5 epochs) it gave 26.7% error
-    # against 44.9% for plain Adam (--clip-norm 1e9).
+    # ClippedAdam clamps each gradient *element* to +-clip_norm (no norm clip). With the count weighting the
+    # unlabelled step's gradient is a sum over 50,000 rows and mostly clamped, so the default acts close to
+    # sign-Adam and evens out the labelled and unlabelled steps (docs/m2.md); --clip-norm 1e9 is plain Adam.
     optim = ClippedAdam({"lr": args.lr, "betas": (0.9, 0.999), "clip_norm": args.clip_norm})
-    svi = SVI(lambda x, y, s: poutine.scale(model, scale=s)(x, y), lambda x, y, s: poutine.scale(guide, scale=s)(x, y),
-              optim, enumerated_elbo())  # fmt: skip
+    grey = not args.m1 and args.pixels == "intensities"  # grey levels are no Bernoulli support: no validation
+
+    def scaled_model(x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        with pyro.validation_enabled(not grey):
+            return poutine.scale(model, scale=s)(x, y)
+
+    svi = SVI(scaled_model, lambda x, y, s: poutine.scale(guide, scale=s)(x, y), optim, enumerated_elbo())
     with poutine.block():  # register every parameter in Pyro's store before a checkpoint is loaded
         guide(data["labelled_x"][:2], data["labelled_y"][:2])
         model(data["labelled_x"][:2], data["labelled_y"][:2])
@@ -224,17 +296,22 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
     for epoch in range(state.epoch + 1, args.epochs + 1):
         start, total = time.perf_counter(), 0.0
+        guide.unlabelled_trains_classifier = epoch > args.classifier_warmup
         num_steps = len(data["unlabelled_x"]) // args.batch_size
         for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False):
             for x, y, scale in parts:  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
-                total += svi.step(x if args.m1 else binarize_dynamic(x), y, scale)
+                total += svi.step(x, y, scale)
         error = error_rate(guide, data["validation_x"], data["validation_y"])
-        state.result.history.append({"epoch": epoch, "objective_per_row": -total / num_steps / rows,
-                                     "validation_error": error, "seconds": time.perf_counter() - start})  # fmt: skip
+        generative = generative_error_rate(model, guide, data["validation_x"], data["validation_y"])
+        objective = -total / rows / (num_steps if args.weighting == "count" else 1)
+        state.result.history.append({"epoch": epoch, "objective_per_row": objective,
+                                     "validation_error": error, "generative_validation_error": generative,
+                                     "seconds": time.perf_counter() - start})  # fmt: skip
         if state.best_params is None or error < min(h["validation_error"] for h in state.result.history[:-1]):
             state.result.best_epoch, state.best_params = epoch, state.param_values()
         state.epoch = epoch
-        print(f"epoch {epoch}: validation error {100 * error:.2f}% ({time.perf_counter() - start:.0f} s)")
+        print(f"epoch {epoch}: validation error {100 * error:.2f}%, generative classifier {100 * generative:.1f}% "
+              f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
         checkpointer.save({"fit": state.state_dict()})
 
 
@@ -246,8 +323,7 @@ def main(args: argparse.Namespace) -> dict:
     data = load_data(args)
     if args.m1:
         m1 = train_m1(data, args)
-        for key in ("labelled_x", "unlabelled_x", "validation_x", "test_x"):
-            data[key] = m1_features(m1, data[key])
+        use_m1_features(data, m1, args)
     model, guide, optim, svi = build(data, args)
     names = [name for name, _ in pyro.get_param_store().named_parameters()]
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
@@ -268,7 +344,8 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:
-        baseline = supervised_baseline(M2Guide.for_model(model, classifier_dropout=args.classifier_dropout), data, args)
+        same = {"classifier_dropout": args.classifier_dropout, "init_scale": args.init_scale}
+        baseline = supervised_baseline(M2Guide.for_model(model, **same), data, args)
         results["supervised_only"] = baseline
         print(f"supervised-only classifier, same labels: test error {100 * baseline['test_error']:.2f}%")
     if is_full_mnist_protocol(args) and args.labels in KINGMA_2014:

@@ -79,6 +79,25 @@ def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Te
     return check_labels("y", y, num_data=num_data, num_classes=num_classes, unlabelled=UNLABELLED)
 
 
+def small_init_(module: nn.Module, scale: float | None) -> None:
+    """Kingma et al.'s initialisation (their code: ``scale = 1e-3``): every weight of ``module``'s linear
+    and embedding layers drawn from ``N(0, scale^2)``, every bias 0. ``None`` keeps PyTorch's defaults.
+
+    All networks then start near their constant functions, so the label's one-layer path into the decoder
+    is learnt before the style path, which needs the encoder too.
+    """
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"init_scale must be a number > 0 or None, got {scale!r}")
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear | nn.Embedding):
+                nn.init.normal_(layer.weight, std=float(scale))
+                if getattr(layer, "bias", None) is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 def _pyro(module: nn.Module) -> PyroModule:
     """``module`` turned into a PyroModule in place, so SVI finds its parameters."""
     to_pyro_module_(module)
@@ -124,6 +143,8 @@ class M2(PyroModule):
         class_probs: the prior ``pi`` (K,); uniform by default.
         observation_params: initial likelihood parameters (``{"scale": ...}``, ...).
         learn_params: fit the observation model's parameters (else keep them fixed).
+        init_scale: standard deviation of every initial decoder weight (see :func:`small_init_`);
+            None keeps PyTorch's initialisation.
 
     Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
     ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
@@ -143,6 +164,7 @@ class M2(PyroModule):
         class_probs: torch.Tensor | None = None,
         observation_params: dict | None = None,
         learn_params: bool = True,
+        init_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -163,6 +185,7 @@ class M2(PyroModule):
             raise ValueError(f"class_probs must be ({num_classes},) positive probabilities, got {class_probs}")
         self.register_buffer("class_probs", class_probs / class_probs.sum())
         self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
+        small_init_(self.decoder, init_scale)
         self.positive_eta = get_observation_model(observation).eta_positive
         self.likelihood = ObservationModel(
             observation, event_dim=1, plates=(), learn_params=learn_params, **(observation_params or {})
@@ -229,6 +252,12 @@ class M2Guide(PyroModule):
             ``alpha = 0.1 N`` in their per-batch objective; here every term is per datum, so
             the same weighting is ``alpha = 0.1 * N_total / N_labelled`` relative to one row.
         classifier_dropout: dropout before each hidden layer of the classifier (0 = none).
+        unlabelled_trains_classifier: let the unlabelled rows' term (eq. 7) train ``q(y | x)``. If False,
+            its ``q(y | x)`` weights and entropy are constants (``logits.detach()``): the classifier learns
+            from the classification term alone while the rest of the model learns from its soft labels.
+            The objective's value is unchanged. An attribute, so a schedule can switch it.
+        init_scale: standard deviation of every initial weight of both networks (see
+            :func:`small_init_`); None keeps PyTorch's initialisation.
 
     Call as ``guide(x, y=None, *, obs_mask=None, num_data=None)`` like the model; missing
     entries of ``x`` (``obs_mask`` False) are fed to the networks as 0.
@@ -244,6 +273,8 @@ class M2Guide(PyroModule):
         activation: str = "softplus",
         alpha: float = 0.1,
         classifier_dropout: float = 0.0,
+        unlabelled_trains_classifier: bool = True,
+        init_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -255,6 +286,7 @@ class M2Guide(PyroModule):
             raise ValueError(f"classifier_dropout must lie in [0, 1), got {classifier_dropout!r}")
         self.data_dim, self.num_classes, self.latent_dim = data_dim, num_classes, latent_dim
         self.alpha = float(alpha)
+        self.unlabelled_trains_classifier = bool(unlabelled_trains_classifier)
         layers: list[nn.Module] = []
         width = data_dim
         for size in hidden_dims:
@@ -265,6 +297,7 @@ class M2Guide(PyroModule):
         layers.append(nn.Linear(width, num_classes))
         self.classifier = _pyro(nn.Sequential(*layers))
         self.encoder = LabelConditionedMLP(data_dim, num_classes, tuple(hidden_dims), 2 * latent_dim, activation)
+        small_init_(self, init_scale)
 
     @classmethod
     def for_model(cls, model: M2, **kwargs) -> M2Guide:
@@ -313,7 +346,8 @@ class M2Guide(PyroModule):
         inputs = x if obs_mask is None else torch.where(obs_mask, x, torch.zeros_like(x))
         logits = self.logits(inputs)
         with pyro.plate(DATA_PLATE, size, dim=-1):
-            label = _guide_label(dist.Categorical(logits=logits), labels)
+            enumerated = logits if self.unlabelled_trains_classifier else logits.detach()
+            label = _guide_label(dist.Categorical(logits=enumerated), labels)
             if self.training and self.alpha > 0 and labels is not None and bool((labels >= 0).any()):
                 log_q = dist.Categorical(logits=logits).log_prob(labels.clamp(min=0))
                 term = torch.where(labels >= 0, -self.alpha * log_q, torch.zeros_like(log_q))
@@ -333,6 +367,26 @@ def _guide_label(fn: dist.Categorical, labels: torch.Tensor | None) -> torch.Ten
     with pyro.poutine.mask(mask=~labelled):
         unobserved = pyro.sample(f"{LABEL_SITE}_unobserved", fn, infer={"enumerate": "parallel"})
     return torch.where(labelled, labels, unobserved)
+
+
+@torch.no_grad()
+def class_scores(model: M2, guide: M2Guide, x: torch.Tensor) -> torch.Tensor:
+    """The generative model's own score of every class, (data, K): eq. (6)'s ``-L(x, k)`` evaluated at the
+    mean ``z_k`` of ``q(z | x, k)`` (one deterministic point, no draw)::
+
+        s_k(x) = log p(x | k, z_k) + log p(k) + log p(z_k) - log q(z_k | x, k)
+
+    ``argmax_k s_k(x)`` is the generative classifier that the unlabelled term pulls ``q(y | x)`` towards
+    (its optimum in ``q`` is ``softmax_k(-L(x, k))``). Shapes: ``x`` (data, D).
+    """
+    check_table("x", x, model.data_dim)
+    classes = torch.arange(model.num_classes, device=x.device).unsqueeze(-1).expand(-1, len(x))  # (K, data)
+    posterior = guide.latent_distribution(x, classes)
+    z = posterior.mean
+    with pyro.validation_enabled(False):  # grey-level images are scored as Bernoulli "observations" too
+        log_lik = model.likelihood.distribution(model.natural_parameter(z, classes)).log_prob(x)
+    log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + model.class_probs.log()[classes]
+    return (log_lik.sum(-1) + log_prior - posterior.log_prob(z)).T
 
 
 @torch.no_grad()

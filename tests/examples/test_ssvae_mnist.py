@@ -64,3 +64,30 @@ def test_ssvae_refuses_bad_flag_combinations(capsys):
         with pytest.raises(SystemExit):
             example.parse_args(flags)
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("weighting", "every"), [("count", 1), ("count", 3), ("batch", 3)])
+def test_steps_weight_each_part_as_documented(weighting, every):
+    """count: over an epoch the labelled and unlabelled weights sum to (steps x) their row counts, an unbiased
+    estimate of J^alpha per step; batch: every row weighs 1 (Pyro's SS-VAE example). Labelled steps every ``every``."""
+    import torch
+
+    example = load_example("ssvae_mnist")
+    args = example.parse_args(["--batch-size", "10", "--labelled-batch", "4", "--labelled-every", str(every),
+                               "--weighting", weighting, "--pixels", "intensities"])  # fmt: skip
+    data = {"labelled_x": torch.rand(8, 3), "labelled_y": torch.arange(8) % 2, "unlabelled_x": torch.rand(60, 3)}
+    epoch = list(example.steps(data, args, torch.Generator().manual_seed(0)))
+    assert len(epoch) == 6
+    labelled = [parts[0] for parts in epoch if len(parts) == 2]
+    assert len(labelled) == len(range(0, 6, every))
+    unlabelled_weight = sum(float(parts[-1][2].sum()) for parts in epoch)
+    labelled_weight = sum(float(part[2].sum()) for part in labelled)
+    if weighting == "count":
+        assert unlabelled_weight == pytest.approx(6 * 60)
+        assert labelled_weight == pytest.approx(len(labelled) * every * 8)
+    else:
+        assert unlabelled_weight == pytest.approx(60)
+        assert labelled_weight == pytest.approx(4 * len(labelled))
+    assert all(bool((parts[-1][1] == -1).all()) for parts in epoch)
+    seen = torch.cat([parts[-1][0] for parts in epoch])  # --pixels intensities: the rows as they are, each once
+    assert torch.equal(seen.sort(0).values, data["unlabelled_x"].sort(0).values)

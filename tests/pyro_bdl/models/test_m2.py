@@ -12,7 +12,14 @@ from pyro_bdl.conventions import DATA_PLATE, LABEL_SITE, OBS_SITE
 from pyro_bdl.figures.m2 import analogy_grid, class_samples_grid
 from pyro_bdl.inference import scale_data_plate
 from pyro_bdl.models import M2, M2Guide
-from pyro_bdl.models.m2 import CLASSIFICATION_SITE, LATENT_SITE, analogies, class_conditional_samples, enumerated_elbo
+from pyro_bdl.models.m2 import (
+    CLASSIFICATION_SITE,
+    LATENT_SITE,
+    analogies,
+    class_conditional_samples,
+    class_scores,
+    enumerated_elbo,
+)
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -197,3 +204,58 @@ def test_class_conditional_samples_share_the_style_across_classes(tmp_path):
     samples = class_conditional_samples(model, 4, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (4, NUM_CLASSES, PIXELS)
     assert class_samples_grid(torch.rand(2, NUM_CLASSES, 9), tmp_path / "s.png", side=3).stat().st_size > 0
+
+
+def classifier_gradient(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list]:
+    pyro.set_rng_seed(6)
+    loss = enumerated_loss(model, guide, x, y)
+    return loss.detach(), torch.autograd.grad(loss, list(guide.classifier.parameters()), allow_unused=True)
+
+
+def test_unlabelled_term_trains_the_classifier_unless_switched_off():
+    """Eq. (7)'s sum over classes must reach q(y|x) (weights and entropy); switched off, the value stays and
+    the classifier's gradient is the classification term's alone."""
+    model, guide = tiny(alpha=2.0)
+    x = binary_rows(4)
+    unlabelled, mixed = torch.full((4,), -1), torch.tensor([0, -1, 2, -1])
+    loss_on, grads_on = classifier_gradient(model, guide, x, unlabelled)
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads_on)
+    guide.unlabelled_trains_classifier = False
+    loss_off, grads_off = classifier_gradient(model, guide, x, unlabelled)
+    torch.testing.assert_close(loss_off, loss_on)
+    assert all(g is None or float(g.abs().sum()) == 0 for g in grads_off)
+    _, mixed_off = classifier_gradient(model, guide, x, mixed)
+    term = -2.0 * guide.logits(x).log_softmax(-1)[[0, 2], [0, 2]].sum()
+    expected = torch.autograd.grad(term, list(guide.classifier.parameters()))
+    for got, want in zip(mixed_off, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_class_scores_are_the_labelled_bound_at_the_mean_style():
+    model, guide = tiny()
+    x = binary_rows(4)
+    scores = class_scores(model, guide, x)
+    assert scores.shape == (4, NUM_CLASSES)
+    for k in range(NUM_CLASSES):
+        label = torch.full((4,), k)
+        posterior = guide.latent_distribution(x, label)
+        z = posterior.mean
+        expected = (
+            model.likelihood.distribution(model.natural_parameter(z, label)).log_prob(x).sum(-1)
+            + dist.Categorical(model.class_probs).log_prob(label)
+            + dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            - posterior.log_prob(z)
+        )
+        torch.testing.assert_close(scores[:, k], expected.detach())
+
+
+def test_init_scale_draws_small_weights_and_zero_biases():
+    model = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,), init_scale=1e-3)
+    guide = M2Guide.for_model(model, init_scale=1e-3)
+    for name, value in [*model.named_parameters(), *guide.named_parameters()]:
+        largest = float(value.detach().abs().max())
+        assert largest == 0.0 if name.endswith("bias") else 0 < largest < 1e-2, name
+    default = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,))
+    assert float(default.decoder.input_layer.weight.detach().abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="init_scale must be a number > 0"):
+        M2(PIXELS, init_scale=0.0)
