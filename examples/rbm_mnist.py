@@ -89,6 +89,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation", type=int, default=0,
                         help="hold out the last VALIDATION training images and score them instead of the test "
                              "set (settings are chosen so, never on test); 0: the full protocol")  # fmt: skip
+    parser.add_argument("--score-test", action="store_true",
+                        help="with --validation: train on the same rows but score the test set (once the settings "
+                             "were chosen on the held-out rows)")  # fmt: skip
     parser.add_argument("--ema", type=float, nargs="+", default=[], metavar="DECAY",
                         help="also keep exponential moving averages of the parameters with these per-step "
                              "decays (Polyak averaging), each scored beside the trained parameters")  # fmt: skip
@@ -108,6 +111,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.validation < (args.limit or 60_000):
         parser.error(f"--validation must lie in [0, training images), got {args.validation}")
+    if args.score_test and not args.validation:
+        parser.error("--score-test needs --validation (without it the test set is scored anyway)")
     if any(not 0 < decay < 1 for decay in args.ema):
         parser.error(f"--ema decays must lie in (0, 1), got {args.ema}")
     if args.ais_betas < 10:
@@ -123,13 +128,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """Training and held-out images (n, 784), each set binarised once with its documented seed.
 
-    With ``--validation N`` the held-out rows are the last N training images (binarised with the
-    training set, so they are the same bits as in a full run) and the test set is not loaded."""
+    With ``--validation N`` the training rows are the first images but the last N (binarised with the
+    whole training set, so they are the same bits as in a full run), held out unless ``--score-test``,
+    and the test set is not loaded unless ``--score-test``."""
     root = data_root(args, "mnist")
     train = to_float(load_mnist(root, "train", limit=args.limit).images, flatten=True)
     train = binarize_dynamic(train, torch.Generator().manual_seed(args.binarize_seed))
     if args.validation:
-        return train[: -args.validation], train[-args.validation :]
+        train, heldout = train[: -args.validation], train[-args.validation :]
+        if not args.score_test:
+            return train, heldout
     test = to_float(load_mnist(root, "test", limit=args.test_limit).images, flatten=True)
     return train, binarize_dynamic(test, torch.Generator().manual_seed(args.binarize_seed + 1))
 
@@ -174,7 +182,7 @@ def optimizer(settings: dict[str, float], state: dict) -> pyro.optim.SGD:
 
 def heldout_name(args: argparse.Namespace) -> str:
     """``"validation"`` with ``--validation``, else ``"test"``: the prefix of the held-out scores."""
-    return "validation" if args.validation else "test"
+    return "validation" if args.validation and not args.score_test else "test"
 
 
 def monitors(rbm: RBM, train: torch.Tensor, heldout: torch.Tensor, name: str) -> dict[str, float]:
@@ -196,6 +204,8 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
         rbm.load_state_dict(saved["rbm"])
         loss.load_state_dict(saved["loss"])
         state = {key: saved.get(key, state[key]) for key in state}
+        kept = {ema_name(decay) for decay in args.ema}  # --ema names the averages kept and scored
+        state["averages"] = {name: average for name, average in state["averages"].items() if name in kept}
         print(f"resumed from {checkpointer.path} after epoch {state['epoch']}")
     shuffle.set_state(state["shuffle"])
     model = poutine.scale(rbm, scale=1.0 / args.batch_size)

@@ -75,3 +75,9 @@ def test_rbm_mnist_scores_held_out_training_images_and_parameter_averages(mnist_
     assert "ais_check" not in averaged["ema_0.5"]
     assert averaged["ema_1e-09"]["ais"]["log_z"] == pytest.approx(results["scores"]["ais"]["log_z"], abs=1e-3)
     assert averaged["ema_0.5"]["ais"]["log_z"] != pytest.approx(results["scores"]["ais"]["log_z"], abs=1e-3)
+    # the same run scored on the test set (resumed: no training), only the average --ema still names
+    scored = run(mnist_root, tmp_path, "--epochs", "2", "--persistent", "--validation", "100", "--no-figures",
+                 "--ema", "0.5", "--score-test")  # fmt: skip
+    assert scored["heldout"] == "test" and list(scored["scores_averaged"]) == ["ema_0.5"]
+    assert "test_ll" in scored["scores_averaged"]["ema_0.5"]["ais_check"]
+    assert scored["scores_averaged"]["ema_0.5"]["ais"]["log_z"] == averaged["ema_0.5"]["ais"]["log_z"]
