@@ -11,13 +11,18 @@ Training: plain ``pyro.infer.SVI`` with :class:`~pyro_bdl.inference.ContrastiveD
 (CD-k, or PCD with ``--persistent`` and ``--chains`` persistent chains), the model scaled by
 1 / batch so the gradient is the batch mean; SGD with momentum ``--momentum-start`` for the
 first 5 epochs then ``--momentum``, weight decay ``--weight-decay`` and a learning rate decaying
-linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last).
+linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last). With
+``--ema DECAY ...`` exponential moving averages of the parameters (Polyak averaging, per step)
+are kept beside them and scored too. Pyro's validation is off inside the training loop (the
+rows are checked once before it). ``--validation N`` holds out the last N training images and
+scores them in place of the test set: settings are chosen that way, never on test.
 
 Scoring: ``log Z`` by AIS from the base-rate model of the training data (``--ais-betas``
 inverse temperatures on Salakhutdinov & Murray's schedule, ``--ais-runs`` runs), reported with
 its standard error and the effective sample size of the weights; then AIS again with another
 seed and 4x the temperatures (``--ais-check``, on by default): a low ESS makes AIS flatter the
-model, and the two estimates must agree. Train and test log-likelihood are
+model, and the two estimates must agree (for the headline model: the first average if
+``--ema`` is given, else the trained parameters). Train and held-out log-likelihood are
 ``mean(-F(v)) - log Z``.
 
 A checkpoint is written to ``<out>/checkpoint.pt`` after every epoch (exact resume, PCD chains
@@ -73,14 +78,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chains", type=int, default=100, help="persistent chains (with --persistent)")
     parser.add_argument("--epochs", type=int, default=200, help="passes over the training images")
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
-    parser.add_argument("--lr", type=float, default=0.05, help="initial learning rate (batch-mean gradient)")
+    parser.add_argument("--lr", type=float, default=0.01, help="initial learning rate (batch-mean gradient)")
     parser.add_argument("--lr-final", type=float, default=0.0, help="learning rate reached after the last epoch")
     parser.add_argument("--momentum-start", type=float, default=0.5, help="momentum of the first 5 epochs")
-    parser.add_argument("--momentum", type=float, default=0.9, help="momentum afterwards")
+    parser.add_argument("--momentum", type=float, default=0.5, help="momentum afterwards (0.9: unstable, docs/rbm.md)")
     parser.add_argument("--weight-decay", type=float, default=2e-4, help="L2 weight decay (SGD's)")
     parser.add_argument("--binarize-seed", type=int, default=0, help="seed of the one stochastic binarisation")
     parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
     parser.add_argument("--test-limit", type=int, default=None, help="score only the first TEST_LIMIT test images")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold out the last VALIDATION training images and score them instead of the test "
+                             "set (settings are chosen so, never on test); 0: the full protocol")  # fmt: skip
+    parser.add_argument("--score-test", action="store_true",
+                        help="with --validation: train on the same rows but score the test set (once the settings "
+                             "were chosen on the held-out rows)")  # fmt: skip
+    parser.add_argument("--ema", type=float, nargs="+", default=[], metavar="DECAY",
+                        help="also keep exponential moving averages of the parameters with these per-step "
+                             "decays (Polyak averaging), each scored beside the trained parameters")  # fmt: skip
     parser.add_argument("--ais-betas", type=int, default=14500, help="AIS inverse temperatures")
     parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs")
     parser.add_argument("--no-ais-check", dest="ais_check", action="store_false",
@@ -95,6 +109,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("limit", "test_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.validation < (args.limit or 60_000):
+        parser.error(f"--validation must lie in [0, training images), got {args.validation}")
+    if args.score_test and not args.validation:
+        parser.error("--score-test needs --validation (without it the test set is scored anyway)")
+    if any(not 0 < decay < 1 for decay in args.ema):
+        parser.error(f"--ema decays must lie in (0, 1), got {args.ema}")
     if args.ais_betas < 10:
         parser.error(f"--ais-betas must be >= 10, got {args.ais_betas}")
     if not args.lr > 0 or not 0 <= args.lr_final <= args.lr:
@@ -106,13 +126,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images (n, 784), each binarised once with its documented seed."""
+    """Training and held-out images (n, 784), each set binarised once with its documented seed.
+
+    With ``--validation N`` the training rows are the first images but the last N (binarised with the
+    whole training set, so they are the same bits as in a full run), held out unless ``--score-test``,
+    and the test set is not loaded unless ``--score-test``."""
     root = data_root(args, "mnist")
     train = to_float(load_mnist(root, "train", limit=args.limit).images, flatten=True)
-    test = to_float(load_mnist(root, "test", limit=args.test_limit).images, flatten=True)
     train = binarize_dynamic(train, torch.Generator().manual_seed(args.binarize_seed))
-    test = binarize_dynamic(test, torch.Generator().manual_seed(args.binarize_seed + 1))
-    return train, test
+    if args.validation:
+        train, heldout = train[: -args.validation], train[-args.validation :]
+        if not args.score_test:
+            return train, heldout
+    test = to_float(load_mnist(root, "test", limit=args.test_limit).images, flatten=True)
+    return train, binarize_dynamic(test, torch.Generator().manual_seed(args.binarize_seed + 1))
+
+
+def ema_name(decay: float) -> str:
+    """The results key of the average with ``decay``."""
+    return f"ema_{decay:g}"
+
+
+@torch.no_grad()
+def update_averages(rbm: RBM, averages: dict[str, dict[str, torch.Tensor]], decays: Sequence[float]) -> None:
+    """``avg <- decay avg + (1 - decay) theta`` for every parameter and decay (started at the initial values)."""
+    for decay in decays:
+        average = averages.setdefault(ema_name(decay), {n: p.detach().clone() for n, p in rbm.named_parameters()})
+        for name, param in rbm.named_parameters():
+            average[name].lerp_(param.detach(), 1 - decay)
+
+
+def averaged_rbm(rbm: RBM, average: dict[str, torch.Tensor]) -> RBM:
+    """A copy of ``rbm`` holding the averaged parameters."""
+    copy = RBM(rbm.data_dim, rbm.hidden_dim, visible=rbm.visible)
+    copy.load_state_dict(average)
+    return copy
 
 
 def epoch_settings(epoch: int, args: argparse.Namespace) -> dict[str, float]:
@@ -132,12 +180,17 @@ def optimizer(settings: dict[str, float], state: dict) -> pyro.optim.SGD:
     return optim
 
 
-def monitors(rbm: RBM, train: torch.Tensor, test: torch.Tensor) -> dict[str, float]:
+def heldout_name(args: argparse.Namespace) -> str:
+    """``"validation"`` with ``--validation``, else ``"test"``: the prefix of the held-out scores."""
+    return "validation" if args.validation and not args.score_test else "test"
+
+
+def monitors(rbm: RBM, train: torch.Tensor, heldout: torch.Tensor, name: str) -> dict[str, float]:
     """Cheap per-epoch monitors on up to 1,000 rows: pseudo-log-likelihood and reconstruction error."""
     return {
         "train_pseudo_ll": float(rbm.pseudo_log_likelihood(train[:1000]).mean()),
-        "test_pseudo_ll": float(rbm.pseudo_log_likelihood(test[:1000]).mean()),
-        "test_reconstruction_error": float(rbm.reconstruction_error(test[:1000]).mean()),
+        f"{name}_pseudo_ll": float(rbm.pseudo_log_likelihood(heldout[:1000]).mean()),
+        f"{name}_reconstruction_error": float(rbm.reconstruction_error(heldout[:1000]).mean()),
     }
 
 
@@ -146,11 +199,13 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
     checkpointer = Checkpointer(args.out / CHECKPOINT_NAME)
     saved = None if args.fresh else checkpointer.load()
     shuffle = torch.Generator().manual_seed(args.seed)
-    state = {"epoch": 0, "history": [], "optim": {}, "seconds": 0.0, "shuffle": shuffle.get_state()}
+    state = {"epoch": 0, "history": [], "optim": {}, "seconds": 0.0, "shuffle": shuffle.get_state(), "averages": {}}
     if saved is not None:
         rbm.load_state_dict(saved["rbm"])
         loss.load_state_dict(saved["loss"])
-        state = {key: saved[key] for key in state}
+        state = {key: saved.get(key, state[key]) for key in state}
+        kept = {ema_name(decay) for decay in args.ema}  # --ema names the averages kept and scored
+        state["averages"] = {name: average for name, average in state["averages"].items() if name in kept}
         print(f"resumed from {checkpointer.path} after epoch {state['epoch']}")
     shuffle.set_state(state["shuffle"])
     model = poutine.scale(rbm, scale=1.0 / args.batch_size)
@@ -160,24 +215,30 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
         svi = SVI(model, RBMGuide(), optim, loss)
         start, total = time.perf_counter(), 0.0
         batches = data[torch.randperm(data.shape[0], generator=shuffle)].split(args.batch_size)
-        for batch in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not args.progress):
-            total += svi.step(batch)
+        with pyro.validation_enabled(False):  # the rows were checked once in main; no per-step checks
+            for batch in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not args.progress):
+                total += svi.step(batch)
+                update_averages(rbm, state["averages"], args.ema)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, **settings, "cd_loss": total / len(batches), "seconds": seconds,
-                  **monitors(rbm, data, test)}  # fmt: skip
+                  **monitors(rbm, data, test, heldout_name(args))}  # fmt: skip
         state = {"epoch": epoch, "history": [*state["history"], record], "optim": optim.get_state(),
-                 "seconds": state["seconds"] + seconds, "shuffle": shuffle.get_state()}  # fmt: skip
+                 "seconds": state["seconds"] + seconds, "shuffle": shuffle.get_state(),
+                 "averages": state["averages"]}  # fmt: skip
         checkpointer.save({**state, "rbm": rbm.state_dict(), "loss": loss.state_dict()})
-        print(f"epoch {epoch}: {seconds:.1f} s, test pseudo-LL {record['test_pseudo_ll']:.2f}, "
-              f"reconstruction {record['test_reconstruction_error']:.2f}")  # fmt: skip
+        name = heldout_name(args)
+        print(f"epoch {epoch}: {seconds:.1f} s, {name} pseudo-LL {record[f'{name}_pseudo_ll']:.2f}, "
+              f"reconstruction {record[f'{name}_reconstruction_error']:.2f}")  # fmt: skip
     return state
 
 
-def score(rbm: RBM, train: torch.Tensor, test: torch.Tensor, args: argparse.Namespace) -> dict:
-    """AIS log Z (and its check run), then train and test log-likelihoods under each estimate."""
+def score(rbm: RBM, train: torch.Tensor, test: torch.Tensor, args: argparse.Namespace, check: bool,
+          label: str = "trained") -> dict:  # fmt: skip
+    """AIS log Z (and, if ``check``, its rerun), then train and held-out log-likelihoods under each estimate."""
     base = base_rate_bias(train)
     runs = [("ais", args.ais_betas, args.seed)] + ([("ais_check", 4 * args.ais_betas, args.seed + 1)]
-                                                     if args.ais_check else [])  # fmt: skip
+                                                     if check else [])  # fmt: skip
+    heldout = heldout_name(args)
     out = {}
     for name, betas, seed in runs:
         start = time.perf_counter()
@@ -185,9 +246,9 @@ def score(rbm: RBM, train: torch.Tensor, test: torch.Tensor, args: argparse.Name
                                    generator=torch.Generator().manual_seed(seed))  # fmt: skip
         out[name] = {**result.as_dict(), "seed": seed, "seconds": time.perf_counter() - start,
                      "train_ll": _mean_ll(rbm, train, result.log_z),
-                     "test_ll": _mean_ll(rbm, test, result.log_z)}  # fmt: skip
-        print(f"{name}: {betas} temperatures x {args.ais_runs} runs: log Z = {result.log_z:.3f} "
-              f"+- {result.stderr:.3f}, ESS {result.ess:.1f}; test LL {out[name]['test_ll']:.2f}, "
+                     f"{heldout}_ll": _mean_ll(rbm, test, result.log_z)}  # fmt: skip
+        print(f"{label} {name}: {betas} temperatures x {args.ais_runs} runs: log Z = {result.log_z:.3f} "
+              f"+- {result.stderr:.3f}, ESS {result.ess:.1f}; {heldout} LL {out[name][f'{heldout}_ll']:.2f}, "
               f"train LL {out[name]['train_ll']:.2f} nats")  # fmt: skip
     return out
 
@@ -203,18 +264,24 @@ def main(args: argparse.Namespace) -> dict:
     pyro.clear_param_store()
     train_data, test_data = load_data(args)
     rbm = RBM(784, args.hidden)
+    rbm.check_visible(train_data)  # once: training runs with Pyro's validation off
     with torch.no_grad():
         rbm.visible_bias.copy_(base_rate_bias(train_data).float())
     loss = ContrastiveDivergence(args.k, persistent=args.persistent,
                                  num_chains=args.chains if args.persistent else None)  # fmt: skip
     state = train(rbm, loss, train_data, test_data, args)
-    scores = score(rbm, train_data, test_data, args)
+    averaged = {name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}
+    # the AIS rerun checks the headline model: the first average if any, else the trained parameters
+    scores = score(rbm, train_data, test_data, args, args.ais_check and not averaged)
+    scores_averaged = {name: score(model, train_data, test_data, args, args.ais_check and index == 0, name)
+                       for index, (name, model) in enumerate(averaged.items())}  # fmt: skip
     if args.figures:
         filter_grid(rbm, args.out / "filters.png")
         gibbs_samples_grid(rbm, args.out / "samples.png", steps_between=1000 if args.hidden >= 100 else 10)
     method = f"{'PCD' if args.persistent else 'CD'}-{args.k}"
     payload = {"method": method, "epochs": state["epoch"], "train_seconds": state["seconds"],
-               "history": state["history"], "scores": scores,
+               "heldout": heldout_name(args), "history": state["history"], "scores": scores,
+               "scores_averaged": scores_averaged,
                "anchors_salakhutdinov_murray_2008": SALAKHUTDINOV_MURRAY_2008,
                "settings": arguments_record(args), "environment": environment("cpu")}  # fmt: skip
     write_results(args.out / RESULTS_NAME, payload)

@@ -75,7 +75,8 @@ def ais_log_partition(
     base_bias: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AISResult:
-    """AIS estimate of ``log Z`` of a binary ``rbm`` (float64 throughout).
+    """AIS estimate of ``log Z`` of a binary ``rbm``: two matmuls per temperature in the model's dtype (one
+    pre-activation ``b + v.W`` serves the weight increment and the draw of ``h``), the log weights in float64.
 
     Args:
         rbm: an :class:`~pyro_bdl.models.RBM` with binary visible units.
@@ -89,27 +90,27 @@ def ais_log_partition(
         raise ValueError(f"ais_log_partition needs binary visible units, got visible={rbm.visible!r}")
     check_int("num_runs", num_runs, 2)
     betas = ais_schedule(num_betas)
-    weight, visible_bias, hidden_bias = (p.detach().double() for p in rbm.params())
-    base = torch.zeros_like(visible_bias) if base_bias is None else base_bias.detach().double()
+    weight, visible_bias, hidden_bias = (p.detach() for p in rbm.params())  # matmuls in the model's dtype
+    base = torch.zeros_like(visible_bias, dtype=torch.float64) if base_bias is None else base_bias.detach().double()
     if base.shape != visible_bias.shape:
         raise ValueError(f"base_bias must have shape {tuple(visible_bias.shape)}, got {tuple(base.shape)}")
     log_z_base = float(F.softplus(base).sum()) + rbm.hidden_dim * math.log(2.0)
-
-    def log_unnormalised(v: torch.Tensor, beta: float) -> torch.Tensor:  # log p*_beta(v), (runs,)
-        return (
-            (1 - beta) * (v @ base) + beta * (v @ visible_bias) + F.softplus(beta * (v @ weight + hidden_bias)).sum(-1)
-        )
+    bias_step = visible_bias.double() - base  # d/d beta of the visible term of log p*_beta
 
     def bernoulli(probs: torch.Tensor) -> torch.Tensor:
-        return (torch.rand(probs.shape, dtype=probs.dtype, generator=generator) < probs).to(probs.dtype)
+        return (torch.rand(probs.shape, dtype=probs.dtype, generator=generator) < probs).to(weight.dtype)
 
     v = bernoulli(torch.sigmoid(base).expand(num_runs, -1))
     log_w = torch.zeros(num_runs, dtype=torch.float64)
     previous = 0.0
     for beta in betas[1:].tolist():
-        log_w += log_unnormalised(v, beta) - log_unnormalised(v, previous)
-        h = bernoulli(torch.sigmoid(beta * (v @ weight + hidden_bias)))
-        v = bernoulli(torch.sigmoid((1 - beta) * base + beta * (h @ weight.T + visible_bias)))
+        # log p*_beta(v) - log p*_previous(v), from one pre-activation b + v.W (its rounding enters the
+        # increment only times beta - previous), accumulated in float64
+        activation = torch.addmm(hidden_bias, v, weight).double()
+        log_w += (beta - previous) * (v.double() @ bias_step) + (
+            F.softplus(beta * activation) - F.softplus(previous * activation)).sum(-1)  # fmt: skip
+        h = bernoulli(torch.sigmoid(beta * activation))
+        v = bernoulli(torch.sigmoid((1 - beta) * base + beta * torch.addmm(visible_bias, h, weight.T).double()))
         previous = beta
     log_mean = float(torch.logsumexp(log_w, 0)) - math.log(num_runs)
     w = torch.exp(log_w - log_w.max())

@@ -13,7 +13,7 @@ from pyro.infer.util import torch_item
 from pyro.poutine import Trace
 from pyro.util import warn_if_nan
 
-from pyro_bdl.models.rbm import RBM_KEY, VISIBLE_KEY
+from pyro_bdl.models.rbm import ACTIVATION_KEY, RBM_KEY, VISIBLE_KEY
 from pyro_bdl.validation import check_int
 
 
@@ -25,8 +25,10 @@ class ContrastiveDivergence(ELBO):
 
         s * B * (mean_batch F(v_data) - mean_chains F(v_neg))
 
-    with ``v_neg`` detached: ``k`` block-Gibbs sweeps from the batch itself (CD-k), or from
-    persistent chains advanced ``k`` sweeps per step (PCD). Its gradient is the CD estimate of
+    with ``v_neg`` detached: ``k`` block-Gibbs sweeps from the batch itself (CD-k), or the
+    persistent chains, advanced ``k`` sweeps per step (PCD; the statistics are taken before the
+    last sweep, whose ``h`` reuses them). Each pre-activation ``b + v.W`` is computed once, so a
+    step costs ``2k + 1`` forward matmuls and autograd's two. Its gradient is the CD estimate of
     ``-d log p(v_data) / d theta = dF(v_data)/d theta - E_model[dF/d theta]``: the positive phase
     by autograd through ``F``, the negative phase with the model expectation replaced by the
     Gibbs samples. Every other site of the model (and a reparameterised guide) contributes its
@@ -79,13 +81,25 @@ class ContrastiveDivergence(ELBO):
         """One model trace replayed against one guide trace, with log-probs computed."""
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
-    def _negative_samples(self, name: str, site: dict) -> torch.Tensor:
-        """``v_neg`` (chains, D) of an RBM site: CD-k from its rows, or the advanced persistent chains."""
+    def _negative_free_energy(self, name: str, site: dict) -> tuple[torch.Tensor, int]:
+        """``(sum_chains F(v_neg), chains)`` of an RBM site, with one matmul per Gibbs half-sweep.
+
+        CD-k: the first sweep starts from the site's own pre-activations ``b + v.W`` (already computed
+        for ``F(v_data)``), then ``k - 1`` sweeps. PCD-k: ``k - 1`` sweeps of the persistent chains,
+        the negative phase at their state ``v_neg``, whose pre-activations also draw the last sweep's
+        ``h``; the advanced chains are kept for the next step (so the statistics of step t are taken
+        at the chains' state before its last sweep: PCD with the sweep and the statistics swapped,
+        k sweeps per step as before).
+        """
         rbm, visible = site["infer"][RBM_KEY], site["infer"][VISIBLE_KEY].detach()
         if visible.dim() != 2:
             raise ValueError(f"the RBM site {name!r} must hold visible rows (batch, D), got {tuple(visible.shape)}")
         if not self.persistent:
-            return rbm.gibbs(visible, self.k)
+            activation = site["infer"].get(ACTIVATION_KEY)
+            negative = rbm.gibbs(visible, 1) if activation is None else rbm.sweep_from_activation(activation)
+            if self.k > 1:
+                negative = rbm.gibbs(negative, self.k - 1)
+            return rbm.free_energy(negative).sum(), negative.shape[0]
         chains = self.chains.get(name)
         if chains is None:
             rows = self.num_chains or visible.shape[0]
@@ -93,9 +107,11 @@ class ContrastiveDivergence(ELBO):
         elif chains.shape[-1] != visible.shape[-1]:
             raise ValueError(f"persistent chains of site {name!r} have {chains.shape[-1]} units, "
                              f"the site {visible.shape[-1]}")  # fmt: skip
-        chains = rbm.gibbs(chains, self.k)
-        self.chains[name] = chains
-        return chains
+        if self.k > 1:
+            chains = rbm.gibbs(chains, self.k - 1)
+        activation = rbm.hidden_activation(chains)
+        self.chains[name] = rbm.sweep_from_activation(activation)
+        return rbm.free_energy(chains, activation).sum(), chains.shape[0]
 
     def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[float, torch.Tensor]:
         """``(loss, surrogate)`` of one particle: the CD terms of the RBM sites, ``Trace_ELBO`` for the rest."""
@@ -105,10 +121,8 @@ class ContrastiveDivergence(ELBO):
                 continue
             surrogate = surrogate - site["log_prob_sum"]  # -(-F(v_data)) summed and scaled, or -log p
             if RBM_KEY in site["infer"]:
-                rbm, rows = site["infer"][RBM_KEY], site["infer"][VISIBLE_KEY].shape[0]
-                negative = self._negative_samples(name, site)
-                scale = site["scale"] * rows / negative.shape[0]
-                surrogate = surrogate - scale * rbm.free_energy(negative).sum()
+                negative, chains = self._negative_free_energy(name, site)
+                surrogate = surrogate - site["scale"] * site["infer"][VISIBLE_KEY].shape[0] / chains * negative
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample":
                 continue

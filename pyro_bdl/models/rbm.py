@@ -35,6 +35,7 @@ import pyro
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.distributions.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
 
@@ -49,6 +50,10 @@ RBM_KEY = "energy_model"
 
 VISIBLE_KEY = "visible"
 """Key of ``site["infer"]`` holding the visible rows (batch, D) of a factor site."""
+
+ACTIVATION_KEY = "hidden_activation"
+"""Key of ``site["infer"]`` holding the hidden pre-activations ``b + v.W`` (batch, H) of a factor site,
+computed once for ``F(v)`` and reused by the CD loss to sample ``h | v`` (no second matmul)."""
 
 VISIBLE_UNITS = ("bernoulli", "gaussian")
 
@@ -93,19 +98,26 @@ class RBM(PyroModule):
         return self.weight, self.visible_bias, self.hidden_bias
 
     def check_visible(self, v: object, name: str = "x") -> torch.Tensor:
-        """``v`` as a float table (rows, D), binary for Bernoulli visible units."""
+        """``v`` as a float table (rows, D), binary for Bernoulli visible units (the values are checked
+        while Pyro's validation is on, its default; ``pyro.enable_validation(False)`` skips that pass)."""
         v = check_table(name, v, self.data_dim)
-        if self.visible == "bernoulli" and not bool(((v == 0) | (v == 1)).all()):
+        if self.visible == "bernoulli" and is_validation_enabled() and not bool(((v == 0) | (v == 1)).all()):
             raise ValueError(
                 f"{name} must hold only 0 and 1 for a binary RBM (binarise it, e.g. torch.bernoulli(x)), "
                 f"got values in [{float(v.min())}, {float(v.max())}]"
             )
         return v
 
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """``F(v)`` of visible rows ``v`` (..., D) -> (...); differentiable in the parameters and ``v``."""
-        weight, visible_bias, hidden_bias = self.params()
-        hidden = F.softplus(v @ weight + hidden_bias).sum(-1)
+    def hidden_activation(self, v: torch.Tensor) -> torch.Tensor:
+        """``b + v.W`` (..., H) of visible rows ``v`` (..., D): one matmul, differentiable."""
+        return _affine(self.hidden_bias, v, self.weight)
+
+    def free_energy(self, v: torch.Tensor, activation: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(v)`` of visible rows ``v`` (..., D) -> (...); differentiable in the parameters and ``v``.
+
+        ``activation``: ``hidden_activation(v)`` if already computed (it is not recomputed)."""
+        visible_bias = self.visible_bias
+        hidden = F.softplus(self.hidden_activation(v) if activation is None else activation).sum(-1)
         if self.visible == "gaussian":
             return 0.5 * (v - visible_bias).pow(2).sum(-1) - hidden
         return -(v @ visible_bias) - hidden
@@ -143,12 +155,21 @@ class RBM(PyroModule):
         """
         check_int("steps", steps, 1)
         weight, visible_bias, hidden_bias = (p.detach() for p in self.params())
-        gaussian = self.visible == "gaussian"
         for _ in range(steps):
-            h = torch.bernoulli(torch.sigmoid(v @ weight + hidden_bias))
-            activation = torch.addmm(visible_bias, h, weight.T)
-            v = activation + torch.randn_like(activation) if gaussian else torch.bernoulli(torch.sigmoid(activation))
+            v = self._sweep_from(_affine(hidden_bias, v, weight), weight, visible_bias)
         return v
+
+    @torch.no_grad()
+    def sweep_from_activation(self, activation: torch.Tensor) -> torch.Tensor:
+        """The rest of one Gibbs sweep from the hidden pre-activations ``b + v.W`` (chains, H) of the chains
+        ``v``: ``h ~ p(h | v)``, then ``v' ~ p(v | h)`` (chains, D). One matmul; no gradient flows."""
+        weight, visible_bias, _ = (p.detach() for p in self.params())
+        return self._sweep_from(activation.detach(), weight, visible_bias)
+
+    def _sweep_from(self, activation: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
+        h = torch.bernoulli(torch.sigmoid(activation))
+        mean = _affine(visible_bias, h, weight.T)
+        return mean + torch.randn_like(mean) if self.visible == "gaussian" else torch.bernoulli(torch.sigmoid(mean))
 
     @torch.no_grad()
     def sample(self, num_chains: int, steps: int = 1000, *, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,9 +190,10 @@ class RBM(PyroModule):
         Call it inside the caller's plate over rows; the site is tagged for the CD loss.
         """
         name = self.site_name if name is None else name
-        tags = {RBM_KEY: self, VISIBLE_KEY: v}
+        activation = self.hidden_activation(v)
+        tags = {RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation}
         with poutine.infer_config(config_fn=lambda msg: tags if msg["name"] == name else {}):
-            pyro.factor(name, -self.free_energy(v))
+            pyro.factor(name, -self.free_energy(v, activation))
 
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> torch.Tensor:  # fmt: skip
@@ -257,6 +279,11 @@ class RBMGuide(nn.Module):
         """Accepts the model's call and samples nothing."""
 
 
+def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``bias + x @ weight`` for rows ``x`` (..., K): one fused ``addmm`` for a table (rows, K)."""
+    return torch.addmm(bias, x, weight) if x.dim() == 2 else x @ weight + bias
+
+
 def _log_sum_over_states(units: int, chunk: int, log_terms) -> float:
     """``log sum_s exp(log_terms(s))`` over all 2^units binary rows ``s`` (float64), ``chunk`` at a time."""
     check_int("chunk", chunk)
@@ -274,4 +301,6 @@ def all_states(units: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product((0.0, 1.0), repeat=units)), dtype=torch.float64).flip(-1)
 
 
-__all__ = ["ENUMERATION_LIMIT", "FACTOR_SITE", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide", "all_states"]
+__all__ = [
+    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide", "all_states",
+]  # fmt: skip

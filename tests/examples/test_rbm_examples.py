@@ -59,3 +59,25 @@ def test_rbm_ising_checks_the_sampler_and_scores_localisation(tmp_path):
     assert all(abs(c["z"]) < 5 for c in results["sampler_checks"])
     assert [(row["layer"], row["block"]) for row in results["layers"]] == [(1, 2), (1, 4), (2, 2), (2, 4)]
     assert (tmp_path / "fields_layer1.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rbm_mnist_scores_held_out_training_images_and_parameter_averages(mnist_root, tmp_path):
+    """``--validation`` scores the last training images (no test key); each ``--ema`` average gets its own AIS
+    scores, and an average with decay ~0 is the trained parameters themselves (same log Z)."""
+    results = run(mnist_root, tmp_path, "--epochs", "2", "--persistent", "--validation", "100", "--no-figures",
+                  "--ema", "1e-9", "0.5")  # fmt: skip
+    assert results["heldout"] == "validation"
+    assert "validation_ll" in results["scores"]["ais"] and "test_ll" not in results["scores"]["ais"]
+    assert "validation_pseudo_ll" in results["history"][-1]
+    averaged = results["scores_averaged"]
+    assert list(averaged) == ["ema_1e-09", "ema_0.5"]
+    assert "ais_check" in averaged["ema_1e-09"] and "ais_check" not in results["scores"]
+    assert "ais_check" not in averaged["ema_0.5"]
+    assert averaged["ema_1e-09"]["ais"]["log_z"] == pytest.approx(results["scores"]["ais"]["log_z"], abs=1e-3)
+    assert averaged["ema_0.5"]["ais"]["log_z"] != pytest.approx(results["scores"]["ais"]["log_z"], abs=1e-3)
+    # the same run scored on the test set (resumed: no training), only the average --ema still names
+    scored = run(mnist_root, tmp_path, "--epochs", "2", "--persistent", "--validation", "100", "--no-figures",
+                 "--ema", "0.5", "--score-test")  # fmt: skip
+    assert scored["heldout"] == "test" and list(scored["scores_averaged"]) == ["ema_0.5"]
+    assert "test_ll" in scored["scores_averaged"]["ema_0.5"]["ais_check"]
+    assert scored["scores_averaged"]["ema_0.5"]["ais"]["log_z"] == averaged["ema_0.5"]["ais"]["log_z"]

@@ -10,7 +10,7 @@ from pyro.infer import SVI
 
 from pyro_bdl.inference import ContrastiveDivergence, fit
 from pyro_bdl.models import RBM, RBMGuide
-from pyro_bdl.models.rbm import FACTOR_SITE, all_states
+from pyro_bdl.models.rbm import ACTIVATION_KEY, FACTOR_SITE, all_states
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -144,3 +144,33 @@ def test_an_rbm_factor_inside_a_larger_model_gets_its_cd_term():
 def test_bad_arguments_give_a_one_line_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ContrastiveDivergence(**kwargs)
+
+
+def test_persistent_step_takes_statistics_at_the_chains_then_advances_them_one_sweep():
+    """PCD-1: the negative phase is F at the stored chains; the stored chains then move by one Gibbs sweep
+    drawn from the same pre-activations (the same draws as ``gibbs``)."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
+    loss = ContrastiveDivergence(1, persistent=True, num_chains=4)
+    loss.loss(rbm, RBMGuide(), data)
+    chains = loss.state_dict()["chains"][FACTOR_SITE]
+    torch.manual_seed(7)
+    value = loss.loss(rbm, RBMGuide(), data)
+    torch.manual_seed(7)
+    advanced = rbm.gibbs(chains, 1)
+    torch.testing.assert_close(loss.state_dict()["chains"][FACTOR_SITE], advanced)
+    expected = rbm.free_energy(data).sum() - 6 / 4 * rbm.free_energy(chains).sum()
+    assert value == pytest.approx(float(expected.detach()))
+
+
+def test_cd_reuses_the_data_pre_activations_for_its_first_sweep():
+    """CD-k's negative samples equal ``k`` sweeps of ``gibbs`` from the data at the same random state, and the
+    factor site carries the pre-activations ``b + v.W`` it computed for ``F``."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((5, 10), 0.5, dtype=torch.float64))
+    trace = poutine.trace(rbm).get_trace(data)
+    torch.testing.assert_close(trace.nodes[FACTOR_SITE]["infer"][ACTIVATION_KEY], rbm.hidden_activation(data))
+    torch.manual_seed(11)
+    sweep = rbm.sweep_from_activation(rbm.hidden_activation(data))
+    torch.manual_seed(11)
+    torch.testing.assert_close(sweep, rbm.gibbs(data, 1))

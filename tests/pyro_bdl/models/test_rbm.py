@@ -130,3 +130,15 @@ def test_pyro_param_store_holds_the_parameters_under_svi():
     pyro.clear_param_store()
     poutine.trace(rbm).get_trace(torch.ones(2, 10))
     assert {"rbm.weight", "rbm.visible_bias", "rbm.hidden_bias"} <= set(pyro.get_param_store().keys())
+
+
+def test_the_binary_value_pass_follows_pyros_validation_flag():
+    """Shapes are always checked; the pass over the values only while Pyro's validation is on (fit loops
+    check their rows once and train with it off)."""
+    rbm = RBM(10, 4)
+    with pyro.validation_enabled(False):
+        rbm(torch.full((3, 10), 0.5))
+        with pytest.raises(ValueError, match="x must have shape"):
+            rbm(torch.ones(3, 9))
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="x must hold only 0 and 1"):
+        rbm(torch.full((3, 10), 0.5))
