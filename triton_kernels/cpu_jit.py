@@ -17,8 +17,9 @@ How it is fast:
   16 XOR-popcount-adds, so large M is bound by popcount throughput, not by loads.
 * **Cache blocking.** Each task walks a panel of ``PANEL_COLUMNS`` weight rows (a few tens of
   KiB: L1/L2 resident) over every activation row before moving on.
-* **Threads.** Tasks over (batch, panel) pairs run on a thread pool of
-  ``torch.get_num_threads()`` workers; the compiled functions release the GIL.
+* **Threads.** Tasks over (batch, panel) pairs run on ``torch.get_num_threads()`` threads: the
+  caller's and a pool's (the compiled functions release the GIL); problems too small to repay
+  waking a thread run on the caller's alone.
 * **Fused epilogue.** ``y = out * scale[n] + bias[n]`` in float32 (the same two roundings as
   the torch reference, no fused multiply-add), stored as float32 or as sign bits packed along n.
 
@@ -44,7 +45,7 @@ from numba import types
 from numba.extending import intrinsic
 
 PANEL_COLUMNS = 64  # weight rows per task: a multiple of 32, so packed output words never straddle tasks
-MIN_WORDS_PER_THREAD = 1 << 16  # below this many XOR-popcounts per thread, one thread is faster
+MIN_WORDS_PER_THREAD = 1 << 21  # a thread's share must outlast waking it (~75 us here): ~2M XOR-popcounts
 
 OUT_INT32, OUT_FLOAT32, OUT_PACKED = 0, 1, 2
 
@@ -242,16 +243,14 @@ def xnor_gemm_jit(
     work = s * m * n * a_lanes.shape[-1]
     workers = max(1, min(threads or torch.get_num_threads(), items, work // MIN_WORDS_PER_THREAD))
     args = (scale_np, bias_np, scale is not None, bias is not None, out_kind, counts, out_float, out_words)
-    if workers == 1:
-        _run_tasks(a_lanes, b_lanes, k, pad, 0, items, *args)
-    else:
-        bounds = [items * t // workers for t in range(workers + 1)]
-        futures = [
-            _pool(workers, os.getpid()).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
-            for lo, hi in itertools.pairwise(bounds)
-        ]
-        for future in futures:
-            future.result()
+    bounds = [items * t // workers for t in range(workers + 1)]
+    futures = [  # every run but the first goes to the pool; the calling thread runs the first meanwhile
+        _pool(workers - 1, os.getpid()).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
+        for lo, hi in itertools.pairwise(bounds[1:])
+    ]
+    _run_tasks(a_lanes, b_lanes, k, pad, bounds[0], bounds[1], *args)
+    for future in futures:
+        future.result()
     result = {OUT_INT32: counts, OUT_FLOAT32: out_float, OUT_PACKED: out_words}[out_kind]
     return torch.from_numpy(result)
 
