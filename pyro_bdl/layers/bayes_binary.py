@@ -133,13 +133,19 @@ def stacked_xnor_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out if bias is None else out + bias
 
 
-def batched_xnor_gemm(a: torch.Tensor, b: torch.Tensor, k: int, **options) -> torch.Tensor:
+def batched_xnor_gemm(a: torch.Tensor, b: torch.Tensor, k: int, *, scale: torch.Tensor | None = None,
+                      bias: torch.Tensor | None = None, **options) -> torch.Tensor:  # fmt: skip
     """(P, N, KW) x (P, out, KW) sign words -> (P, N, out): P independent binary products.
 
-    ``options`` are :func:`triton_kernels.xnor_gemm`'s (``scale``, ``bias``, ``out_dtype``,
-    ``pack_output``), each ``scale``/``bias`` (out,) shared by the P products.
+    ``scale``/``bias`` are (out,), shared by the P products, or (P, out), one per product;
+    ``options`` are :func:`triton_kernels.xnor_gemm`'s others (``out_dtype``, ``pack_output``).
     """
-    return torch.stack([xnor_gemm(a[p], b[p], k, **options) for p in range(b.shape[0])])
+
+    def row(vector: torch.Tensor | None, p: int) -> torch.Tensor | None:
+        return vector[p] if vector is not None and vector.dim() == 2 else vector
+
+    return torch.stack([xnor_gemm(a[p], b[p], k, scale=row(scale, p), bias=row(bias, p), **options)
+                        for p in range(b.shape[0])])  # fmt: skip
 
 
 class BayesianBinaryLinear(BayesianBinaryLayer, PyroModule[BinaryLinear]):

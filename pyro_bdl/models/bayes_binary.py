@@ -153,7 +153,8 @@ class BernoulliMeanFieldGuide(PyroModule):
             its Bayesian binary layers' weight sites get one logit each.
         temperature: of the straight-through relaxed sample (module docstring of
             :mod:`~pyro_bdl.layers.sign_bernoulli`); gradients scale as ``1 / temperature``
-            near the decision boundary.
+            near the decision boundary. ``None``: plain (non-reparameterised) draws, for the
+            unbiased score-function gradients of ``Trace_ELBO`` (high variance; small models).
         init_logit_scale: initial logits uniform in ``[-scale, scale]`` (BinaryNet's latent
             weights start uniform in [-1, 1]); ignored for sites in ``init_logits``.
         init_logits: ``{site: logits}`` to start from, e.g. a pretrained BinaryNet's
@@ -163,10 +164,10 @@ class BernoulliMeanFieldGuide(PyroModule):
     ``{site: +-1 weights}``. Logits are Pyro params named ``"logits.<site with . -> __>"``.
     """
 
-    def __init__(self, model: nn.Module, *, temperature: float = 1.0, init_logit_scale: float = 1.0,
+    def __init__(self, model: nn.Module, *, temperature: float | None = 1.0, init_logit_scale: float = 1.0,
                  init_logits: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_positive("temperature", temperature, allow_none=True)
         check_positive("init_logit_scale", init_logit_scale)
         sites = weight_sites(model)
         if not sites:

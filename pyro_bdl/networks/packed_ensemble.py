@@ -49,7 +49,7 @@ class PackedBinaryEnsembleMLP(nn.Module):
 
     Buffers: ``first_weight`` (S * H, in_features) float32, the first layer's stacked +-1
     weights; per later layer ``words_i`` (S, out, ceil(in / 32)) int32; per layer ``scale_i``,
-    ``shift_i`` (out,) float32.
+    ``shift_i`` (out,) float32 shared by the samples, or (S, out), one fold per sample.
 
     Shapes: x (B, in_features) real -> :meth:`forward` logits (S, B, classes) float32.
     """
@@ -59,7 +59,7 @@ class PackedBinaryEnsembleMLP(nn.Module):
         super().__init__()
         self.num_samples = layers[0][0].shape[0] if layers else None
         self.in_features = first_weight.shape[-1]
-        self.widths = [fold[0].shape[0] for fold in folds]
+        self.widths = [fold[0].shape[-1] for fold in folds]
         self.register_buffer("first_weight", first_weight.float())
         for index, (words, k) in enumerate(layers, start=1):
             if words.shape[-1] != num_words(k):
@@ -78,7 +78,7 @@ class PackedBinaryEnsembleMLP(nn.Module):
             raise ValueError(f"x must be a float tensor, got dtype {x.dtype}")
         batch, samples, hidden = x.shape[0], self.num_samples, self.widths[0]
         h = (x.float() @ self.first_weight.T).reshape(batch, samples, hidden).transpose(0, 1)
-        h = h * self.scale_0 + self.shift_0  # (S, B, H)
+        h = h * self.scale_0.unsqueeze(-2) + self.shift_0.unsqueeze(-2)  # (S, B, H); folds (H,) or (S, H)
         if self.depth == 1:
             return h.contiguous()
         signs = pack_signs(h, check_nan=False)
@@ -102,18 +102,44 @@ def _mlp_parts(net: BayesBinaryMLP) -> tuple[list[BayesianBinaryLinear], list[nn
     return list(net.layers), list(net.norms)
 
 
-def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor]) -> PackedBinaryEnsembleMLP:
+@torch.no_grad()
+def recalibrate_batch_norm(module: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> nn.Module:
+    """Re-estimate the running mean and variance of every batch norm in ``module`` on ``x``, in place (eval mode after).
+
+    The statistics are the exact averages over the batches of ``x`` (``momentum=None``), as
+    ``torch.optim.swa_utils.update_bn`` computes them. ``x``: (n, ...) inputs of ``module``.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    module.train()
+    for start in range(0, x.shape[0], batch_size):
+        module(x[start : start + batch_size])
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return module.eval()
+
+
+def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor], *,
+                           calibration: torch.Tensor | None = None) -> PackedBinaryEnsembleMLP:  # fmt: skip
     """Pack S weight samples of every layer of ``net`` once and fold its batch norms.
 
     Args:
-        net: the trained :class:`~pyro_bdl.models.bayes_binary.BayesBinaryMLP` (its running
-            batch-norm statistics are used).
+        net: the trained :class:`~pyro_bdl.models.bayes_binary.BayesBinaryMLP`.
         weights: per layer, in ``net.layers`` order, (S, out, in) +-1 draws, e.g.
             ``guide.by_layer(guide.sample_weights(S), net.layers)``.
+        calibration: (n, in_features) inputs (training images) on which each sampled network's
+            batch-norm statistics are re-estimated (:func:`recalibrate_batch_norm`), giving each
+            sample its own fold ``(S, out)``; None folds ``net``'s running statistics, which
+            training averaged over the changing weight samples, into one shared fold.
 
     Returns:
-        A :class:`PackedBinaryEnsembleMLP` whose logits for sample ``s`` equal ``net``'s in eval
-        mode with the weights ``weights[i][s]``, up to the float rounding of the folded batch norms.
+        A :class:`PackedBinaryEnsembleMLP`. Without ``calibration``, sample ``s``'s logits equal
+        ``net``'s in eval mode with the weights ``weights[i][s]``, up to the float rounding of the
+        folded batch norms; with it, those of :func:`posterior_mode_mlp` of that sample after
+        :func:`recalibrate_batch_norm` on ``calibration``.
     """
     layers, norms = _mlp_parts(net)
     if len(weights) != len(layers):
@@ -125,7 +151,16 @@ def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor])
         if w.shape[0] != samples:
             raise ValueError(f"weights[{index}] has {w.shape[0]} samples, weights[0] has {samples}")
         checked.append(w)
-    folds = [fold_batch_norm(norm, layer.bias) for layer, norm in zip(layers, norms, strict=True)]
+    if calibration is None:
+        folds = [fold_batch_norm(norm, layer.bias) for layer, norm in zip(layers, norms, strict=True)]
+    else:
+        per_sample = []
+        for s in range(samples):
+            twin = recalibrate_batch_norm(posterior_mode_mlp(net, [w[s] for w in checked]), calibration)
+            per_sample.append([fold_batch_norm(norm, layer.bias) for layer, norm in zip(twin.layers, twin.norms,
+                                                                                          strict=True)])  # fmt: skip
+        folds = [(torch.stack([sample[i][0] for sample in per_sample]), torch.stack([sample[i][1] for sample in
+                 per_sample])) for i in range(len(layers))]  # fmt: skip
     first = checked[0].reshape(-1, layers[0].in_features)  # (S * H, in): sample-major rows
     packed = [(pack_signs(w, check_nan=False), layer.in_features) for layer, w in zip(layers[1:], checked[1:],
                                                                                         strict=True)]  # fmt: skip
@@ -204,4 +239,5 @@ __all__ = [
     "export_packed_ensemble",
     "posterior_mode_convnet",
     "posterior_mode_mlp",
+    "recalibrate_batch_norm",
 ]
