@@ -197,7 +197,8 @@ class BernoulliMeanFieldGuide(PyroModule):
         """q of ``site``'s weights, batch shape the weight's shape; ``temperature`` None samples without gradients."""
         return SignBernoulli(self.site_logits(site), temperature)
 
-    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                obs_mask: torch.Tensor | None = None, num_data: int | None = None) -> dict:  # fmt: skip
         """Sample every weight site (the arguments are the model's, unused); returns ``{site: +-1 weights}``."""
         return {
             site: pyro.sample(site, self.distribution(site, self.temperature).to_event(len(shape)))

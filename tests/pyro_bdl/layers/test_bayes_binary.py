@@ -132,7 +132,7 @@ def test_sample_dims_conv_runs_every_sample_exactly():
 def test_gradient_flows_to_the_guide_logits(layer):
     x = torch.randn(6, 12) if isinstance(layer, BayesianBinaryLinear) else torch.randn(2, 2, 5, 5)
     guide = BernoulliMeanFieldGuide(layer, init_logit_scale=0.5)
-    guide_trace = poutine.trace(guide).get_trace()
+    guide_trace = poutine.trace(guide).get_trace(x)
     out = poutine.replay(layer, trace=guide_trace)(x)
     (out * torch.randn_like(out)).sum().backward()
     grad = guide.site_logits("weight").grad
