@@ -103,10 +103,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0, help="of the relaxed sample")
     parser.add_argument("--init-logit-scale", type=float, default=3.0, help="initial logits uniform in [-s, s]")
     parser.add_argument("--prior-probs", type=float, default=0.5, help="prior P(w = +1)")
-    parser.add_argument("--likelihood-weight", type=float, default=1.0,
-                        help="log-likelihood factor in the ELBO (1: the ELBO; > 1: a tempered, 'cold' posterior)")
-    parser.add_argument("--calibration", type=int, default=5000,
-                        help="training images on which each sampled network's batch norms are re-estimated (0: none)")
+    parser.add_argument(
+        "--likelihood-weight",
+        type=float,
+        default=1.0,
+        help="log-likelihood factor in the ELBO (1: the ELBO; > 1: a tempered, 'cold' posterior)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=5000,
+        help="training images on which each sampled network's batch norms are re-estimated (0: none)",
+    )
     parser.add_argument("--num-samples", type=int, default=16, help="posterior networks averaged in prediction")
     add_mnist_split_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
