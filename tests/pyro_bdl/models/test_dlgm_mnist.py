@@ -11,7 +11,6 @@ from pyro_bdl.models import DLGM, DLGMGuide
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
-
 @pytest.fixture(scope="module")
 def digits(mnist_root):
     """2,000 training intensities in [0, 1] and 500 held-out digits binarised once (seeded), each (n, 784)."""
