@@ -5,7 +5,18 @@ against ``torch.matmul`` in float32 and bfloat16 and ``torch._int_mm`` on int8, 
 {1, 16, 64, 256, 1024, 4096, 8192} and N = K in {4096, 8192}, timed with CUDA-graph
 replays (median); inputs rotate over enough copies to exceed the L2 cache, so small
 problems are timed from device memory, not from cache. Also measures the card's popcount
-ceiling with a microbenchmark. On a CPU: the fast CPU path against float32 and int8 torch.
+ceiling with a microbenchmark.
+
+On a CPU: the compiled CPU path (numba) and the numpy fallback against ``torch.matmul`` in
+float32 and bfloat16 and ``torch._int_mm`` on +-1 int8 (8x the bytes of packed weights), for
+M in {1, 4, 16, 64, 256, 1024} and N = K in {4096, 8192}, with torch's thread count
+(``--threads``). Every implementation rotates over enough copies of its operands to exceed 3x
+the last-level cache, so weights come from memory, not from a cache the next layer would
+evict; ``xnor_cpu_warm`` repeats one copy (the packed weights of a layer fit in cache, their
+float and int8 forms do not). Rounds are interleaved (one call of each implementation per
+round) so that load on the machine hits all alike. Also measures the CPU's XOR-popcount
+ceiling with a microbenchmark of the GEMM's instruction mix, and the first call's compile time
+in a fresh process with an empty numba cache.
 
 Each result is checked exact against the float32 product of the same signs before it is
 timed. Prints a table and writes JSON (default ``runs/bench/xnor_gemm-<device>-<time>.json``;
@@ -19,27 +30,39 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
+import numpy as np
 import torch
 import triton
 import triton.language as tl
-from timing import add_output_arguments, output_path, time_cpu, time_cuda
+from timing import add_output_arguments, output_path, time_cuda
 from triton.language.extra import libdevice
 
 import triton_kernels
 from pyro_bdl.experiment import cpu_model, make_parser, run_main, setup, write_results
-from triton_kernels import pack_signs, xnor_gemm
+from triton_kernels import cpu, pack_signs, xnor_gemm
+from triton_kernels.cpu_jit import popcount
 from triton_kernels.tuning import parse_shape
 
 GPU_ROWS = (1, 16, 64, 256, 1024, 4096, 8192)
 GPU_SIDES = (8192, 4096)
-CPU_SHAPES = ((1, 8192, 8192), (64, 8192, 8192), (1, 4096, 4096), (16, 4096, 4096), (256, 4096, 4096))
+CPU_ROWS = (1, 4, 16, 64, 256, 1024)
+CPU_SHAPES = tuple((m, side, side) for side in (4096, 8192) for m in CPU_ROWS)
 QUICK_GPU_SHAPES = ((1, 4096, 4096), (64, 4096, 4096), (1024, 4096, 4096))
 QUICK_CPU_SHAPES = ((1, 4096, 4096), (64, 4096, 4096))
+CPU_IMPLS = ("torch_fp32", "torch_bf16", "torch_int8", "xnor_numpy", "xnor_cpu", "xnor_cpu_warm")
 GPU_METHODS = ("popcount", "mma", "expand", "auto")
 
 
@@ -51,7 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="MxNxK shapes to run instead")
     parser.add_argument("--methods", nargs="+", choices=GPU_METHODS, default=GPU_METHODS, help="GPU methods")
     parser.add_argument("--rep-ms", type=float, default=25.0, help="GPU: graph replay time per measurement")
-    parser.add_argument("--cpu-reps", type=int, default=7, help="CPU: timed repetitions per measurement")
+    parser.add_argument("--cpu-reps", type=int, default=7, help="CPU: timed rounds per shape (one call of each)")
+    parser.add_argument("--cpu-impls", nargs="+", choices=CPU_IMPLS, default=CPU_IMPLS, help="CPU: what to time")
     return parser.parse_args(argv)
 
 
@@ -171,48 +195,140 @@ def bench_gpu_shape(
     return rows
 
 
-def bench_cpu_shape(m: int, n: int, k: int, reps: int) -> list[dict]:
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache (Linux sysfs), else 32 MiB."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = entry.read_text().strip().upper()
+        scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KM")) * scale)
+    return max(sizes, default=32 * 2**20)
+
+
+def cpu_operands(m: int, n: int, k: int) -> tuple[dict[str, tuple], torch.Tensor]:
+    """One operand set per implementation (signs as each consumes them) and the exact product."""
     generator = torch.Generator().manual_seed(m * 31 + n * 7 + k)
     x = random_signs(m, k, torch.device("cpu"), generator)
     w = random_signs(n, k, torch.device("cpu"), generator)
     expected = (x @ w.T).round().to(torch.int32)
-    a, b = pack_signs(x), pack_signs(w)
-    x8, w8 = x.to(torch.int8), w.to(torch.int8)
-    rows = []
-    impls = {
-        "torch_fp32": (lambda: x @ w.T, None),
-        "torch_int8": (lambda: torch._int_mm(x8, w8.t()), None),
-        "xnor_cpu": (lambda: xnor_gemm(a, b, k), lambda: xnor_gemm(a, b, k)),
+    packed = (pack_signs(x), pack_signs(w))
+    sets = {
+        "torch_fp32": (x, w),
+        "torch_bf16": (x.to(torch.bfloat16), w.to(torch.bfloat16)),
+        "torch_int8": (x.to(torch.int8), w.to(torch.int8)),
+        "xnor_numpy": packed,
+        "xnor_cpu": packed,
+        "xnor_cpu_warm": packed,
     }
-    for impl, (call, check) in impls.items():
-        row = {"m": m, "n": n, "k": k, "impl": impl}
-        if check is not None:
-            row["exact"] = bool(torch.equal(check(), expected))
-        row["ms"] = time_cpu(call, reps)
+    return sets, expected
+
+
+def cpu_call(impl: str, k: int) -> Callable[..., torch.Tensor]:
+    if impl == "torch_int8":
+        return lambda p, q: torch._int_mm(p, q.t())
+    if impl.startswith("torch"):
+        return lambda p, q: p @ q.T
+    if impl == "xnor_numpy":
+        return lambda p, q: cpu.xnor_gemm_numpy(p, q, k)
+    return lambda p, q: xnor_gemm(p, q, k)
+
+
+def bench_cpu_shape(m: int, n: int, k: int, rounds: int, impls: Sequence[str] = CPU_IMPLS) -> list[dict]:
+    """Median wall ms of each implementation, rounds interleaved, operands rotated past the cache."""
+    sets, expected = cpu_operands(m, n, k)
+    cache_bytes = last_level_cache_bytes()
+    runs, rows = {}, []
+    for impl in impls:
+        operands = sets[impl]
+        set_bytes = sum(t.nbytes for t in operands)
+        copies = 1 if impl == "xnor_cpu_warm" else max(1, min(64, math.ceil(3 * cache_bytes / set_bytes)))
+        call = cpu_call(impl, k)
+        runs[impl] = rotating(call, [tuple(t.clone() for t in operands) for _ in range(copies)])
+        exact = None
+        if impl != "torch_bf16":  # bf16 rounds K-term sums; it is a speed baseline, not an exact one
+            exact = bool(torch.equal(call(*operands).round().to(torch.int32), expected))
+        rows.append({"m": m, "n": n, "k": k, "impl": impl, "exact": exact, "operand_copies": copies})
+    for run in runs.values():  # warm-up: compile, first-touch the copies
+        run()
+    samples = {impl: [] for impl in runs}
+    for round_index in range(rounds):
+        order = list(runs)[round_index % len(runs) :] + list(runs)[: round_index % len(runs)]
+        for impl in order:
+            start = time.perf_counter()
+            runs[impl]()
+            samples[impl].append(time.perf_counter() - start)
+    for row in rows:
+        row["ms"] = statistics.median(samples[row["impl"]]) * 1e3
         row["tops"] = tops(m, n, k, row["ms"])
-        rows.append(row)
-        print(f"  {impl:>14}  {row['ms']:10.2f} ms", flush=True)
+        print(f"  {row['impl']:>14}  {row['ms']:10.3f} ms", flush=True)
     return rows
+
+
+@numba.njit(nogil=True, cache=True)
+def _xor_popcount_loop(words: np.ndarray, rounds: int) -> int:
+    """The GEMM's inner instruction mix (XOR, popcount, add) on L1-resident words, vectorised."""
+    total = 0
+    for r in range(rounds):
+        key = np.uint64(r)
+        acc = 0
+        for w in range(words.shape[0]):
+            acc += np.int64(popcount(words[w] ^ key))
+        total += acc
+    return total
+
+
+def cpu_popcount_ceiling(threads: int, seconds: float = 0.5) -> dict:
+    """XOR-popcounts of 64-bit words per second on ``threads`` threads at once: the CPU GEMM's roofline."""
+    words = np.random.default_rng(0).integers(0, 2**63, size=1024, dtype=np.uint64)  # 8 KiB: L1
+    _xor_popcount_loop(words, 1)
+    rounds = 64
+    while True:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(_xor_popcount_loop, [words] * threads, [rounds] * threads))
+        elapsed = time.perf_counter() - start
+        if elapsed > seconds:
+            break
+        rounds *= 4
+    per_s = threads * rounds * words.size / elapsed
+    return {"threads": threads, "word_popcounts_per_s": per_s, "binary_tops": per_s * 64 * 2 / 1e12}
+
+
+COMPILE_PROBE = "from triton_kernels import cpu_jit; print(cpu_jit.warm_up())"
+
+
+def cpu_compile_seconds() -> dict:
+    """Seconds of the first call's compilation in a fresh process (empty numba cache), and of a cached load."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        times = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, capture_output=True, text=True)
+            times.append(float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else float("nan"))
+    return {"compile_s": times[0], "cached_load_s": times[1]}
 
 
 # ----------------------------------------------------------------------------- report
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """Speed-up of every row over torch fp32 and bf16 of the same shape."""
+    """Speed-up of every row over torch fp32, bf16 and int8 of the same shape."""
     baselines = {}
     for row in rows:
-        if row["impl"] in ("torch_fp32", "torch_bf16") and "ms" in row:
+        if row["impl"] in ("torch_fp32", "torch_bf16", "torch_int8") and "ms" in row:
             baselines[(row["m"], row["n"], row["k"], row["impl"])] = row["ms"]
     for row in rows:
-        for name in ("fp32", "bf16"):
+        for name in ("fp32", "bf16", "int8"):
             base = baselines.get((row["m"], row["n"], row["k"], f"torch_{name}"))
             if base is not None and "ms" in row:
                 row[f"speedup_vs_{name}"] = base / row["ms"]
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'M':>5} {'N':>5} {'K':>5}  {'impl':<14} {'time':>11} {'TOP/s':>8} {'vs fp32':>8} {'vs bf16':>8}  exact"
+    header = (
+        f"{'M':>5} {'N':>5} {'K':>5}  {'impl':<14} {'time':>11} {'TOP/s':>8} {'vs fp32':>8} {'vs bf16':>8} "
+        f"{'vs int8':>8}  exact"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         if "ms" not in row:
@@ -221,10 +337,11 @@ def format_table(rows: list[dict]) -> str:
         time_text = f"{row['ms'] * 1e3:8.1f} us" if row["ms"] < 1 else f"{row['ms']:8.3f} ms"
         vs32 = f"{row['speedup_vs_fp32']:7.2f}x" if "speedup_vs_fp32" in row else " " * 8
         vs16 = f"{row['speedup_vs_bf16']:7.2f}x" if "speedup_vs_bf16" in row else " " * 8
+        vs8 = f"{row['speedup_vs_int8']:7.2f}x" if "speedup_vs_int8" in row else " " * 8
         exact = {True: "yes", False: "NO", None: ""}[row.get("exact")]
         lines.append(
             f"{row['m']:>5} {row['n']:>5} {row['k']:>5}  {row['impl']:<14} {time_text:>11} "
-            f"{row['tops']:8.2f} {vs32} {vs16}  {exact}"
+            f"{row['tops']:8.2f} {vs32} {vs16} {vs8}  {exact}"
         )
     return "\n".join(lines)
 
@@ -243,6 +360,8 @@ def environment(device: torch.device) -> dict:
     else:
         info["device"] = "CPU " + cpu_model()
         info["threads"] = torch.get_num_threads()
+        info["cpu_gemm"] = cpu.describe_cpu_gemm()
+        info["last_level_cache_bytes"] = last_level_cache_bytes()
     return info
 
 
@@ -264,6 +383,14 @@ def main(args: argparse.Namespace) -> dict:
             print("popcount ceiling failed:", result["popcount_ceiling_error"])
         shapes = QUICK_GPU_SHAPES if args.quick else [(m, s, s) for s in GPU_SIDES for m in GPU_ROWS]
     else:
+        ceiling = cpu_popcount_ceiling(torch.get_num_threads())
+        result["popcount_ceiling"] = ceiling
+        print(f"popcount ceiling: {ceiling['word_popcounts_per_s'] / 1e9:.1f} G 64-bit XOR-popcounts/s = "
+              f"{ceiling['binary_tops']:.2f} binary TOP/s on {ceiling['threads']} threads")  # fmt: skip
+        if not args.quick:
+            result["compile"] = cpu_compile_seconds()
+            print(f"first call compiles in {result['compile']['compile_s']:.2f} s; "
+                  f"later processes load it in {result['compile']['cached_load_s']:.2f} s")  # fmt: skip
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
     out = output_path(args, f"xnor_gemm-{slug}")
@@ -274,7 +401,7 @@ def main(args: argparse.Namespace) -> dict:
             result["rows"] += bench_gpu_shape(m, n, k, device, args.rep_ms, args.methods)
             torch.cuda.empty_cache()
         else:
-            result["rows"] += bench_cpu_shape(m, n, k, args.cpu_reps)
+            result["rows"] += bench_cpu_shape(m, n, k, args.cpu_reps, args.cpu_impls)
         write_json(result, out)  # after every shape, so an interrupted run keeps its rows
     print(format_table(result["rows"]))
     print(f"results written to {out}")

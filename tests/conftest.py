@@ -9,7 +9,8 @@ Fixtures and parametrization:
 
 * ``device``: ``"cpu"``, plus ``"cuda"`` when a GPU is available.
 * ``device, backend``: every applicable (device, backend) pair for ``backend`` in
-  ``reference``, ``cpu``, ``triton``.
+  ``reference``, ``cpu``, ``triton``. ``cpu`` cases run twice: on the compiled GEMM
+  (id ``cpu``) and on the numpy fallback (id ``cpu-numpy``), through ``TRITON_KERNELS_CPU_GEMM``.
 * ``device, backend, method``: as above, with each Triton method (``popcount``, ``mma``,
   ``expand``) for the Triton backend and ``"auto"`` for the others.
 
@@ -39,6 +40,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNIST_MARKER = "train-images-idx3-ubyte.gz"
 UCI_MARKER = "yacht/data.txt"
 BACKENDS = ("reference", "cpu", "triton")
+CPU_GEMM_PATHS = ("numba", "numpy")  # backend="cpu" runs once on each: the compiled GEMM, the fallback
 TRITON_METHODS = ("popcount", "mma", "expand")
 NEEDS_INTERPRETER = "backend='triton' on CPU tensors needs TRITON_INTERPRET=1"
 
@@ -96,10 +98,16 @@ def _engine_params(with_method: bool) -> list:
             marks = []
             if backend == "triton" and not triton_runs_on(device):
                 marks.append(pytest.mark.skip(reason=NEEDS_INTERPRETER))
+            cpu_paths = CPU_GEMM_PATHS if backend == "cpu" else (None,)
             for method in methods:
-                values = (device, backend, method) if with_method else (device, backend)
-                case_id = "-".join(value for value in values if value != "auto")
-                params.append(pytest.param(*values, id=case_id, marks=marks))
+                for cpu_path in cpu_paths:
+                    values = (device, backend, method) if with_method else (device, backend)
+                    case_id = "-".join(value for value in values if value != "auto")
+                    path_marks = marks
+                    if cpu_path is not None:
+                        path_marks = [*marks, pytest.mark.cpu_gemm_path(cpu_path)]
+                        case_id += "" if cpu_path == "numba" else f"-{cpu_path}"
+                    params.append(pytest.param(*values, id=case_id, marks=path_marks))
     return params
 
 
@@ -127,8 +135,20 @@ def pytest_generate_tests(metafunc):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
+        "cpu_gemm_path(path): run with TRITON_KERNELS_CPU_GEMM=path ('numba' or 'numpy')",
+    )
+    config.addinivalue_line(
+        "markers",
         "full_autotune: on a GPU, let the autotuner time every pruned config instead of the first",
     )
+
+
+@pytest.fixture(autouse=True)
+def chosen_cpu_gemm_path(request, monkeypatch):
+    """Apply a test's ``cpu_gemm_path`` mark (backend="cpu" cases run on both CPU GEMM paths)."""
+    mark = request.node.get_closest_marker("cpu_gemm_path")
+    if mark is not None:
+        monkeypatch.setenv("TRITON_KERNELS_CPU_GEMM", mark.args[0])
 
 
 @pytest.fixture(autouse=True)

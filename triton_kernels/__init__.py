@@ -1,7 +1,7 @@
 """Triton kernels for binary networks: sign packing, the XNOR-popcount GEMM, the 8-bit first layer
 and the packed-domain convolution ops (patch words, pooling on bits).
 
-Depends on torch and triton only (numpy for the CPU path); importing it starts no CUDA
+Depends on torch and triton only (numpy and numba for the CPU path); importing it starts no CUDA
 context and compiles nothing. See ``docs/kernels.md``.
 """
 

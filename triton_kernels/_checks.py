@@ -58,23 +58,30 @@ def check_words(name: str, words: Any, k: Any) -> torch.Tensor:
     return words
 
 
-def check_weight_words(name: str, words: Any, k: Any, device: torch.device, other: str) -> torch.Tensor:
-    """Weight words (N, ceil(k / 32)) int32 on ``device``, the device of argument ``other``."""
+def check_weight_words(
+    name: str, words: Any, k: Any, device: torch.device, other: str, batched: bool = False
+) -> torch.Tensor:
+    """Weight words (N, ceil(k / 32)) int32 on ``device``, the device of argument ``other``.
+
+    With ``batched``, a stack of S weight matrices (S, N, ceil(k / 32)) is accepted too.
+    """
     check_words(name, words, k)
-    if words.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (N, words), got shape {tuple(words.shape)}")
+    if words.dim() != 2 and not (batched and words.dim() == 3):
+        expected = "2-D (N, words) or 3-D (S, N, words)" if batched else "2-D (N, words)"
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(words.shape)}")
     if words.device != device:
         raise ValueError(f"{other} is on {device} but {name} is on {words.device}; move both to one device")
     return words
 
 
-def check_channel_vector(name: str, vector: Any, n: int, device: torch.device) -> None:
-    """``None`` or a floating (n,) tensor on ``device`` (one value per output)."""
+def check_channel_vector(name: str, vector: Any, n: int, device: torch.device, batch: int | None = None) -> None:
+    """``None`` or a floating (n,) tensor on ``device`` (one value per output); (batch, n) too if ``batch``."""
     if vector is None:
         return
     if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor of shape ({n},), got {vector!r:.60}")
-    if vector.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one value per output), got {tuple(vector.shape)}")
+    if vector.shape != (n,) and (batch is None or vector.shape != (batch, n)):
+        expected = f"({n},) or ({batch}, {n})" if batch is not None else f"({n},)"
+        raise ValueError(f"{name} must have shape {expected} (one value per output), got {tuple(vector.shape)}")
     if vector.device != device:
         raise ValueError(f"{name} is on {vector.device} but the operands are on {device}")

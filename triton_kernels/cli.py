@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from triton_kernels import cpu
 from triton_kernels._runtime import is_interpreting
 from triton_kernels.pack import num_words, pack_signs, pack_signs_reference
 from triton_kernels.pixel_gemm import pixel_gemm, pixel_gemm_reference
@@ -127,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
     print(f"torch {torch.__version__}, triton {triton.__version__}, device: {device}")
     print(f"interpreter: {is_interpreting()}; tuning cache: {cache.path} ({entries} configs)")
+    print(f"CPU GEMM: {cpu.describe_cpu_gemm()}")
     return 0
 
 

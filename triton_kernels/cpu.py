@@ -1,6 +1,11 @@
-"""Fast CPU path for packing and the XNOR GEMM (no Triton, no interpreter).
+"""CPU path for packing and the XNOR GEMM (no Triton, no interpreter).
 
-Two strategies, picked by the number of activation rows M:
+The GEMM runs compiled by numba (:mod:`triton_kernels.cpu_jit`: register- and cache-blocked
+XOR-popcount for the host's instruction set, threaded, epilogue fused) whenever numba
+imports. :func:`cpu_gemm_path` says which path runs; ``TRITON_KERNELS_CPU_GEMM=numpy`` forces
+the fallback below, which needs nothing beyond numpy and torch.
+
+The fallback has two strategies, picked by the number of activation rows M:
 
 * few rows (M <= ``POPCOUNT_MAX_ROWS``): XOR the packed words and count bits with
   ``numpy.bitwise_count`` (the CPU's popcount instruction), 64 bits at a time. This reads
@@ -31,9 +36,45 @@ import numpy as np
 import torch
 
 POPCOUNT_MAX_ROWS = 8
+CPU_GEMM_PATHS = ("auto", "numba", "numpy")
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is little-endian
     raise ImportError("triton_kernels.cpu assumes a little-endian host")
+
+
+def cpu_gemm_path() -> str:
+    """``"numba"`` (the compiled GEMM) or ``"numpy"`` (the fallback), per ``TRITON_KERNELS_CPU_GEMM``.
+
+    ``auto`` (the default) takes numba when it imports; ``numba`` demands it (ImportError if
+    absent); ``numpy`` forces the fallback.
+    """
+    choice = os.environ.get("TRITON_KERNELS_CPU_GEMM", "auto").strip().lower() or "auto"
+    if choice not in CPU_GEMM_PATHS:
+        raise ValueError(f"TRITON_KERNELS_CPU_GEMM must be one of {', '.join(CPU_GEMM_PATHS)}; got {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    if choice == "numba" or _numba_importable():
+        return "numba"
+    return "numpy"
+
+
+@cache
+def _numba_importable() -> bool:
+    try:
+        import triton_kernels.cpu_jit  # noqa: F401 - the import is the check
+    except ImportError:
+        return False
+    return True
+
+
+def describe_cpu_gemm() -> str:
+    """One line naming the CPU GEMM path that runs here, for ``triton-kernels info``."""
+    if cpu_gemm_path() == "numba":
+        from triton_kernels import cpu_jit
+
+        return f"compiled ({cpu_jit.describe()})"
+    reason = "forced by TRITON_KERNELS_CPU_GEMM" if _numba_importable() else "numba does not import here"
+    return f"numpy fallback ({reason}): numpy.bitwise_count up to {POPCOUNT_MAX_ROWS} rows, else torch._int_mm"
 
 
 @cache
@@ -118,8 +159,8 @@ def _masked_words(words2d: torch.Tensor, k: int) -> np.ndarray:
     return words
 
 
-def xnor_gemm_cpu(a_words: torch.Tensor, b_words: torch.Tensor, k: int) -> torch.Tensor:
-    """a: (M, KW), b: (N, KW) int32 sign words -> (M, N) int32, sum over the first k signs."""
+def xnor_gemm_numpy(a_words: torch.Tensor, b_words: torch.Tensor, k: int) -> torch.Tensor:
+    """The fallback: a (M, KW), b (N, KW) int32 sign words -> (M, N) int32, sum over the first k signs."""
     a, b = _masked_words(a_words, k), _masked_words(b_words, k)
     if a.shape[0] <= POPCOUNT_MAX_ROWS:
         return torch.from_numpy(_popcount_rows(a, b, k))

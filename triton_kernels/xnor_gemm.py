@@ -401,15 +401,24 @@ def apply_epilogue(
     pack_output: bool,
     pack=pack_signs_reference,
 ) -> torch.Tensor:
-    """Plain-torch epilogue: dot (M, N) int32 -> (M, N) out_dtype or packed signs (via ``pack``)."""
+    """Plain-torch epilogue: dot (..., M, N) int32 -> (..., M, N) out_dtype or packed signs (via ``pack``).
+
+    ``scale``/``bias``: (N,), or (S, N) for a batch of S products (one row per product).
+    """
     if scale is None and bias is None and not pack_output:
         return dot if out_dtype == torch.int32 else dot.to(out_dtype)
     y = dot.to(torch.float32)
     if scale is not None:
-        y = y * scale.to(torch.float32)
+        y = y * _per_output(scale)
     if bias is not None:
-        y = y + bias.to(torch.float32)
+        y = y + _per_output(bias)
     return pack(y) if pack_output else y.to(out_dtype)
+
+
+def _per_output(vector: torch.Tensor) -> torch.Tensor:
+    """(N,) or (S, N) -> float32 broadcastable against (S, M, N)."""
+    vector = vector.to(torch.float32)
+    return vector.unsqueeze(-2) if vector.dim() == 2 else vector
 
 
 def default_out_dtype(has_epilogue: bool, pack_output: bool) -> torch.dtype:
@@ -427,12 +436,15 @@ def xnor_gemm_reference(
     out_dtype: torch.dtype | None = None,
     pack_output: bool = False,
 ) -> torch.Tensor:
-    """Plain-torch specification of :func:`xnor_gemm`: unpack to +-1 and multiply."""
+    """Plain-torch specification of :func:`xnor_gemm`: unpack to +-1 and multiply.
+
+    a (M, KW) with b (N, KW), or a batch: a (S, M, KW) with b (S, N, KW).
+    """
     if out_dtype is None:
         out_dtype = default_out_dtype(scale is not None or bias is not None, pack_output)
     signs_a = unpack_signs_reference(a, k, torch.float64)
     signs_b = unpack_signs_reference(b, k, torch.float64)
-    dot = torch.round(signs_a @ signs_b.T).to(torch.int32)
+    dot = torch.round(signs_a @ signs_b.transpose(-1, -2)).to(torch.int32)
     return apply_epilogue(dot, scale, bias, out_dtype, pack_output)
 
 
@@ -529,6 +541,29 @@ def xnor_gemm_triton(a, b, k, scale, bias, out_dtype, pack_output, method, confi
     return _run_fused(kernel, name, a, b, k, scale, bias, out_kind, out_dtype, config)
 
 
+def _batch_row(vector: torch.Tensor | None, s: int) -> torch.Tensor | None:
+    """Row ``s`` of a per-batch (S, N) scale or bias; a shared (N,) one as it is."""
+    return vector[s] if vector is not None and vector.dim() == 2 else vector
+
+
+def xnor_gemm_cpu(a, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
+    """CPU path on a (S, M, KW), b (S, N, KW): the compiled kernel with its fused epilogue, else the fallback."""
+    if cpu.cpu_gemm_path() == "numba":
+        from triton_kernels.cpu_jit import xnor_gemm_jit
+
+        out_kind = _output_kind(out_dtype, pack_output, scale is not None or bias is not None)
+        out = xnor_gemm_jit(a, b, k, scale, bias, out_kind)
+        return out.to(out_dtype) if out_kind == OUT_FLOAT and out_dtype != torch.float32 else out
+    products = [
+        apply_epilogue(
+            cpu.xnor_gemm_numpy(a[s], b[s], k),
+            _batch_row(scale, s), _batch_row(bias, s), out_dtype, pack_output, cpu.pack_signs_cpu,
+        )
+        for s in range(b.shape[0])
+    ]  # fmt: skip
+    return torch.stack(products)
+
+
 @torch.library.custom_op("triton_kernels::xnor_gemm", mutates_args=())
 def _xnor_gemm_op(
     a: torch.Tensor,
@@ -541,20 +576,26 @@ def _xnor_gemm_op(
     method: str,
     backend: str,
 ) -> torch.Tensor:
-    lead, kw, n = a.shape[:-1], a.shape[-1], b.shape[0]
-    a2d = a.reshape(math.prod(lead), kw)
-    if backend == "reference" or a2d.shape[0] == 0 or n == 0 or k == 0:
-        out = xnor_gemm_reference(a2d, b, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
+    batched = b.dim() == 3
+    b3 = b if batched else b.unsqueeze(0)
+    lead, kw, n = a.shape[:-1], a.shape[-1], b3.shape[1]
+    a3 = a.reshape(b3.shape[0], math.prod(lead) // b3.shape[0] if b3.shape[0] else 0, kw)
+    if backend == "reference" or a3.numel() == 0 or n == 0 or k == 0:
+        out = xnor_gemm_reference(a3, b3, k, scale=scale, bias=bias, out_dtype=out_dtype, pack_output=pack_output)
     elif backend == "cpu":
-        out = apply_epilogue(cpu.xnor_gemm_cpu(a2d, b, k), scale, bias, out_dtype, pack_output, cpu.pack_signs_cpu)
-    else:
-        out = xnor_gemm_triton(a2d, b, k, scale, bias, out_dtype, pack_output, method)
+        out = xnor_gemm_cpu(a3, b3, k, scale, bias, out_dtype, pack_output)
+    else:  # one launch per product of the batch
+        products = []
+        for s in range(b3.shape[0]):
+            scale_s, bias_s = _batch_row(scale, s), _batch_row(bias, s)
+            products.append(xnor_gemm_triton(a3[s], b3[s], k, scale_s, bias_s, out_dtype, pack_output, method))
+        out = torch.stack(products)
     return out.reshape(*lead, out.shape[-1])
 
 
 @_xnor_gemm_op.register_fake
 def _(a, b, k, scale, bias, out_dtype, pack_output, method, backend):
-    n = b.shape[0]
+    n = b.shape[-2]
     if pack_output:
         return a.new_empty(*a.shape[:-1], num_words(n), dtype=torch.int32)
     dtype = torch.float32 if (out_dtype == torch.int32 and (scale is not None or bias is not None)) else out_dtype
@@ -568,10 +609,11 @@ def check_epilogue(
     pack_output: bool,
     n: int,
     device: torch.device,
+    batch: int | None = None,
 ) -> torch.dtype:
-    """Validate the epilogue options of an (M, N) integer product; returns the resolved ``out_dtype``."""
-    check_channel_vector("scale", scale, n, device)
-    check_channel_vector("bias", bias, n, device)
+    """Validate the epilogue options of an (M, N) product, or of ``batch`` of them; returns ``out_dtype``."""
+    check_channel_vector("scale", scale, n, device, batch)
+    check_channel_vector("bias", bias, n, device, batch)
     has_epilogue = scale is not None or bias is not None
     if out_dtype is None:
         out_dtype = default_out_dtype(has_epilogue, pack_output)
@@ -598,12 +640,18 @@ def xnor_gemm(
 ) -> torch.Tensor:
     """Binary matrix product from sign words: ``sum_k sign(a[..., k]) * sign(b[n, k])``.
 
+    A stack of S weight matrices ``b`` (S, N, KW) multiplies a batch of activations
+    ``a`` (S, ..., KW), product ``s`` with weights ``s``: S networks (an ensemble, posterior
+    samples) in one call, ``out[s, ..., n] = sum_k sign(a[s, ..., k]) * sign(b[s, n, k])``.
+
     Args:
-        a: (..., KW) int32 sign words of the activations, KW = ceil(k / 32), any strides.
-        b: (N, KW) int32 sign words of the weights (one row per output), any strides.
+        a: (..., KW) int32 sign words of the activations, KW = ceil(k / 32), any strides;
+            (S, ..., KW) when ``b`` is a stack.
+        b: (N, KW) int32 sign words of the weights (one row per output), or a stack
+            (S, N, KW); any strides.
         k: the number of signs in each row before packing (the reduction length).
-        scale: optional (N,) per-output scale, applied in float32.
-        bias: optional (N,) per-output shift, applied in float32 after ``scale``.
+        scale: optional (N,) per-output scale, applied in float32; (S, N) for a stack too.
+        bias: optional (N,) per-output shift, applied in float32 after ``scale``; (S, N) too.
         out_dtype: int32 (exact counts, the default without scale/bias), float16,
             bfloat16 or float32 (the default with scale or bias).
         pack_output: return the signs of the result packed along N instead,
@@ -616,8 +664,11 @@ def xnor_gemm(
         (..., N) in ``out_dtype``, or (..., ceil(N / 32)) int32 words with ``pack_output``.
     """
     check_words("a", a, k)
-    check_weight_words("b", b, k, a.device, "a")
-    out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[0], a.device)
+    check_weight_words("b", b, k, a.device, "a", batched=True)
+    batch = b.shape[0] if b.dim() == 3 else None
+    if batch is not None and (a.dim() < 2 or a.shape[0] != batch):
+        raise ValueError(f"a stack of {batch} weight matrices b needs a as ({batch}, ..., words), got {tuple(a.shape)}")
+    out_dtype = check_epilogue(scale, bias, out_dtype, pack_output, b.shape[-2], a.device, batch)
     check_choice("method", method, METHODS)
     resolved = resolve_backend(backend, a.device)
     if method != "auto" and resolved != "triton":

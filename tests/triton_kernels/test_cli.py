@@ -53,3 +53,12 @@ def test_help_shows_defaults(capsys, command):
         assert "(default: cpu)" in out or "(default: cuda)" in out
     if command == ["tune"]:
         assert "(default: None)" in out
+
+
+@pytest.mark.parametrize(
+    ("path", "line"), (("auto", "CPU GEMM: compiled (numba"), ("numpy", "CPU GEMM: numpy fallback"))
+)
+def test_info_names_the_cpu_gemm_path(capsys, monkeypatch, path, line):
+    monkeypatch.setenv("TRITON_KERNELS_CPU_GEMM", path)
+    assert main(["info"]) == 0
+    assert line in capsys.readouterr().out

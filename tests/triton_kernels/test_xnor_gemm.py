@@ -262,7 +262,46 @@ def test_chained_layers(device, backend, method):
     assert torch.equal(counts, xnor_gemm_reference(expected_a1, b2, n1))
 
 
-# --- the CPU strategies -----------------------------------------------------------------
+# --- a stack of weight matrices (S networks in one call) ----------------------------------
+
+
+@pytest.mark.parametrize("vectors", ("shared", "per-product"))
+@pytest.mark.parametrize("output", ("int32", "float32", "packed"))
+def test_weight_stack_is_each_product(device, backend, method, output, vectors):
+    """b (S, N, KW) with a (S, ..., KW): product s uses weights s; scale/bias (N,) or (S, N)."""
+    s, n, k = 3, 40, 70
+    gen = generator(5)
+    a, b = random_words((s, 2, 5), k, gen, device), random_words((s, n), k, gen, device)
+    shape = (n,) if vectors == "shared" else (s, n)
+    scale = random_channels(math.prod(shape), gen, device).view(shape) if output != "int32" else None
+    bias = random_channels(math.prod(shape), gen, device).view(shape) if output != "int32" else None
+    options = {"pack_output": output == "packed", "out_dtype": torch.float32 if output == "float32" else None}
+    got = gemm(a, b, k, backend, method, scale=scale, bias=bias, **options)
+    for i in range(s):
+        row = (
+            {"scale": scale, "bias": bias}
+            if vectors == "shared" or scale is None
+            else {"scale": scale[i], "bias": bias[i]}
+        )
+        expected = xnor_gemm_reference(a[i].reshape(10, -1), b[i], k, **row, **options).reshape(2, 5, -1)
+        if output == "float32":
+            assert_close_for(got[i], expected)
+        else:
+            assert torch.equal(got[i], expected)
+
+
+def test_weight_stack_rejects_a_without_the_batch():
+    gen = generator(6)
+    b = random_words((3, 40), 100, gen)
+    with pytest.raises(
+        ValueError, match=r"a stack of 3 weight matrices b needs a as \(3, \.\.\., words\), got \(2, 4\)"
+    ):
+        xnor_gemm(random_words((2,), 100, gen), b, 100)
+    with pytest.raises(ValueError, match=r"scale must have shape \(40,\) or \(3, 40\) \(one value per output\)"):
+        xnor_gemm(random_words((3, 2), 100, gen), b, 100, scale=torch.ones(2, 40))
+
+
+# --- the CPU fallback's strategies (the compiled path: test_cpu_jit.py) ---------------------
 
 
 @pytest.mark.parametrize("k", (32, 64, 100, 2000))
@@ -271,8 +310,7 @@ def test_cpu_strategies_around_threshold(m, k):
     """Both sides of POPCOUNT_MAX_ROWS; odd and even word counts (32- and 64-bit lanes)."""
     a, b = operands(m, 70, k, m + k, "cpu")
     expected = xnor_gemm_reference(a, b, k)
-    assert torch.equal(cpu.xnor_gemm_cpu(a, b, k), expected)
-    assert torch.equal(xnor_gemm(a, b, k), expected)
+    assert torch.equal(cpu.xnor_gemm_numpy(a, b, k), expected)
 
 
 @pytest.mark.parametrize("max_rows", (0, 1000))
@@ -281,10 +319,10 @@ def test_cpu_strategies_agree(monkeypatch, max_rows):
     monkeypatch.setattr(cpu, "POPCOUNT_MAX_ROWS", max_rows)
     a, b = operands(20, 600, 99, 28, "cpu")  # N = 600 splits over threads in chunks
     expected = xnor_gemm_reference(a, b, 99)
-    assert torch.equal(cpu.xnor_gemm_cpu(a, b, 99), expected)
-    assert torch.equal(cpu.xnor_gemm_cpu(a[:3], b, 99), expected[:3])
+    assert torch.equal(cpu.xnor_gemm_numpy(a, b, 99), expected)
+    assert torch.equal(cpu.xnor_gemm_numpy(a[:3], b, 99), expected[:3])
     strided = _storage_offset(a, None)  # 4-byte aligned only, viewed as 64-bit lanes
-    assert torch.equal(cpu.xnor_gemm_cpu(strided, _column_major(b, None), 99), expected)
+    assert torch.equal(cpu.xnor_gemm_numpy(strided, _column_major(b, None), 99), expected)
 
 
 # --- every autotune config ---------------------------------------------------------------
@@ -536,11 +574,13 @@ def test_rejects_non_tensor_and_scalar_operands():
         xnor_gemm(a, torch.tensor(1, dtype=torch.int32), 100)
 
 
-@pytest.mark.parametrize("shape", ((4,), (2, 40, 4)), ids=str)
-def test_rejects_b_not_2d(shape):
+@pytest.mark.parametrize("shape", ((4,), (2, 3, 40, 4)), ids=str)
+def test_rejects_b_not_2d_or_3d(shape):
     a, _ = good_operands()
     b = torch.zeros(shape, dtype=torch.int32)
-    with pytest.raises(ValueError, match=rf"b must be 2-D \(N, words\), got shape {re_tuple(shape)}"):
+    with pytest.raises(
+        ValueError, match=rf"b must be 2-D \(N, words\) or 3-D \(S, N, words\), got shape {re_tuple(shape)}"
+    ):
         xnor_gemm(a, b, 100)
 
 
