@@ -133,19 +133,15 @@ def stacked_xnor_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out if bias is None else out + bias
 
 
-def batched_xnor_gemm(a: torch.Tensor, b: torch.Tensor, k: int, *, scale: torch.Tensor | None = None,
-                      bias: torch.Tensor | None = None, **options) -> torch.Tensor:  # fmt: skip
-    """(P, N, KW) x (P, out, KW) sign words -> (P, N, out): P independent binary products.
+def batched_xnor_gemm(a: torch.Tensor, b: torch.Tensor, k: int, **options) -> torch.Tensor:
+    """(P, N, KW) x (P, out, KW) sign words -> (P, N, out): P binary products in one kernel call.
 
-    ``scale``/``bias`` are (out,), shared by the P products, or (P, out), one per product;
-    ``options`` are :func:`triton_kernels.xnor_gemm`'s others (``out_dtype``, ``pack_output``).
+    ``options`` are :func:`triton_kernels.xnor_gemm`'s (``scale``/``bias`` (out,) shared by the
+    P products or (P, out), one per product; ``out_dtype``, ``pack_output``).
     """
-
-    def row(vector: torch.Tensor | None, p: int) -> torch.Tensor | None:
-        return vector[p] if vector is not None and vector.dim() == 2 else vector
-
-    return torch.stack([xnor_gemm(a[p], b[p], k, scale=row(scale, p), bias=row(bias, p), **options)
-                        for p in range(b.shape[0])])  # fmt: skip
+    if b.dim() != 3 or a.dim() != 3 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must be (P, N, KW) and (P, out, KW), got {tuple(a.shape)} and {tuple(b.shape)}")
+    return xnor_gemm(a, b, k, **options)
 
 
 class BayesianBinaryLinear(BayesianBinaryLayer, PyroModule[BinaryLinear]):
