@@ -66,6 +66,7 @@ from pyro_bdl.experiment import (
 )
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.inference.minibatch import scale_data_plate
+from pyro_bdl.inference.natural_gradient import natural_gradient_optim
 from pyro_bdl.layers import attach_weight_clipping, binary_layers, binarynet_param_groups
 from pyro_bdl.layers.bayes_binary import bayesian_binary_layers
 from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BayesBinaryMLP, BernoulliMeanFieldGuide
@@ -99,6 +100,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-loss", choices=("ce", "hinge"), default="ce")
     parser.add_argument("--dropout-in", type=float, default=0.0, help="BinaryNet MLP input dropout")
     parser.add_argument("--dropout-hidden", type=float, default=0.0, help="BinaryNet MLP hidden dropout")
+    parser.add_argument(
+        "--optimizer",
+        choices=("natural", "adam"),
+        default="natural",
+        help="the logits' update: BayesBiNN's natural gradient, or Adam on the logits",
+    )
+    parser.add_argument("--natural-lr", type=float, default=2e-3, help="natural-gradient step alpha at the start")
     parser.add_argument("--bayes-lr", type=float, default=3e-2, help="Adam learning rate of the logits at the start")
     parser.add_argument("--temperature", type=float, default=1.0, help="of the relaxed sample")
     parser.add_argument("--init-logit-scale", type=float, default=3.0, help="initial logits uniform in [-s, s]")
@@ -125,11 +133,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.calibration < 0:
         parser.error(f"--calibration must be non-negative, got {args.calibration}")
-    for name in ("lr_start", "lr_end", "bayes_lr", "temperature", "init_logit_scale", "likelihood_weight"):
+    positive = ("lr_start", "lr_end", "natural_lr", "bayes_lr", "temperature", "init_logit_scale", "likelihood_weight")
+    for name in positive:
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not args.lr_end <= min(args.lr_start, args.bayes_lr):
         parser.error("--lr-end must not exceed --lr-start or --bayes-lr")
+    if not args.natural_lr < 1:
+        parser.error(f"--natural-lr must lie in (0, 1), got {args.natural_lr}")
     if not 0 < args.prior_probs < 1 or not (0 <= args.dropout_in < 1 and 0 <= args.dropout_hidden < 1):
         parser.error("need 0 < --prior-probs < 1 and dropout rates in [0, 1)")
     check_mnist_split_arguments(parser, args)
@@ -228,7 +239,11 @@ def bayes_model(args: argparse.Namespace) -> tuple[BNNClassifier, BernoulliMeanF
 
 def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict]:
     steps = args.epochs * math.ceil(len(data["train"][1]) / args.batch_size)
-    optim = pyro.optim.ClippedAdam({"lr": args.bayes_lr, "lrd": decay(args, args.bayes_lr, steps), "clip_norm": 1e6})
+    if args.optimizer == "natural":  # the batch norms take Adam at BinaryNet's rate
+        optim = natural_gradient_optim(args.natural_lr, args.lr_start, lr_decay=decay(args, args.lr_start, steps))
+    else:
+        lrd = decay(args, args.bayes_lr, steps)
+        optim = pyro.optim.ClippedAdam({"lr": args.bayes_lr, "lrd": lrd, "clip_norm": 1e6})
     if args.likelihood_weight != 1.0:
         model = scale_data_plate(model, DATA_PLATE, args.likelihood_weight)
     result = fit(model, guide, data["train"], optim=optim, loss=TraceMeanField_ELBO(), epochs=args.epochs,
