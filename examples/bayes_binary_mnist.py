@@ -208,7 +208,7 @@ def train_binarynet(args: argparse.Namespace, data: dict) -> tuple[torch.nn.Modu
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         model.eval()
         valid_error = classification_error(binarynet_logits(model, data["valid"][0]).softmax(-1)[0], data["valid"][1])
         seconds = time.perf_counter() - started
