@@ -17,6 +17,7 @@ from pyro_bdl.inference.ais import AISResult, ais_log_partition, ais_schedule, b
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
+from pyro_bdl.inference.natural_gradient import SignBernoulliNaturalGradient, natural_gradient_optim
 from pyro_bdl.inference.scoring import (
     elbo_per_datum,
     importance_log_likelihood,
@@ -34,6 +35,7 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "FitState",
+    "SignBernoulliNaturalGradient",
     "SiteInfo",
     "TraceLayout",
     "ais_log_partition",
@@ -44,6 +46,7 @@ __all__ = [
     "importance_log_likelihood",
     "joint_log_importance_weights",
     "log_importance_weights",
+    "natural_gradient_optim",
     "scale_data_plate",
     "trace_layout",
 ]
