@@ -3,6 +3,7 @@
 * :mod:`pyro_bdl.data.mnist`: MNIST from its IDX files, images (N, 28, 28) uint8 and
   labels (N,) int64, with the usual preprocessing (scaling to floats, dynamic
   binarisation, the 50,000 / 10,000 train/validation split).
+* :mod:`pyro_bdl.data.shift`: out-of-distribution sets made from them (rotated, pixel-permuted).
 * :mod:`pyro_bdl.data.uci`: the UCI regression sets with their standard train/test splits
   (Hernandez-Lobato & Adams 2015), normalised with training statistics.
 * :mod:`pyro_bdl.data.ising`: 2-D Ising configurations by Swendsen-Wang, with the exact
@@ -24,6 +25,7 @@ from pyro_bdl.data.mnist import (
     to_float,
     train_validation_split,
 )
+from pyro_bdl.data.shift import permute_pixels, rotate_images
 from pyro_bdl.data.uci import (
     UCIDataset,
     UCISplit,
@@ -44,6 +46,8 @@ __all__ = [
     "load_uci",
     "load_uci_dataset",
     "mnist_root_from_env",
+    "permute_pixels",
+    "rotate_images",
     "to_float",
     "train_validation_split",
     "uci_root_from_env",

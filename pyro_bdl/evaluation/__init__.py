@@ -5,6 +5,8 @@
   entropy, mutual information (BALD), test error and log-likelihood (classification).
 * :mod:`~pyro_bdl.evaluation.calibration`: expected calibration error and reliability bins
   (classification), interval coverage (regression).
+* :mod:`~pyro_bdl.evaluation.ood`: the AUROC of an uncertainty score for telling
+  out-of-distribution inputs apart.
 """
 
 from pyro_bdl.evaluation.calibration import (
@@ -13,6 +15,7 @@ from pyro_bdl.evaluation.calibration import (
     interval_coverage,
     reliability_bins,
 )
+from pyro_bdl.evaluation.ood import auroc
 from pyro_bdl.evaluation.predictive import (
     BaldDecomposition,
     bald_decomposition,
@@ -33,6 +36,7 @@ from pyro_bdl.evaluation.predictive import (
 __all__ = [
     "BaldDecomposition",
     "ReliabilityBins",
+    "auroc",
     "bald_decomposition",
     "categorical_entropy",
     "classification_error",

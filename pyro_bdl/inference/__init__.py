@@ -27,6 +27,7 @@ from pyro_bdl.inference.distributed import (
 )
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
+from pyro_bdl.inference.natural_gradient import SignBernoulliNaturalGradient, natural_gradient_optim
 from pyro_bdl.inference.scoring import (
     elbo_per_datum,
     importance_log_likelihood,
@@ -46,6 +47,7 @@ __all__ = [
     "FitResult",
     "FitState",
     "Launch",
+    "SignBernoulliNaturalGradient",
     "SiteInfo",
     "TraceLayout",
     "ais_log_partition",
@@ -59,6 +61,7 @@ __all__ = [
     "init_from_env",
     "joint_log_importance_weights",
     "log_importance_weights",
+    "natural_gradient_optim",
     "scale_data_plate",
     "svi_step",
     "trace_layout",

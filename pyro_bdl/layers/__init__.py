@@ -5,8 +5,11 @@
   bias are latent sites with a prior of :mod:`~pyro_bdl.layers.priors`, evaluated by
   :mod:`~pyro_bdl.layers.functional` (batched weights) and optionally by a lower-variance
   estimator of :mod:`~pyro_bdl.layers.reparameterization`.
+- Bayesian binary layers (:mod:`~pyro_bdl.layers.bayes_binary`): binary layers whose +-1 weights
+  are latent sites with a :class:`~pyro_bdl.layers.sign_bernoulli.SignBernoulli` prior.
 """
 
+from pyro_bdl.layers.bayes_binary import BayesianBinaryConv2d, BayesianBinaryLinear, sign_prior_probs
 from pyro_bdl.layers.bayesian import (
     BayesianConv1d,
     BayesianConv2d,
@@ -31,8 +34,11 @@ from pyro_bdl.layers.binary_training import (
     clip_latent_weights,
 )
 from pyro_bdl.layers.priors import GaussianPrior, Prior, ScaleMixturePrior
+from pyro_bdl.layers.sign_bernoulli import SignBernoulli
 
 __all__ = [
+    "BayesianBinaryConv2d",
+    "BayesianBinaryLinear",
     "BayesianConv1d",
     "BayesianConv2d",
     "BayesianConv3d",
@@ -43,6 +49,7 @@ __all__ = [
     "GaussianPrior",
     "Prior",
     "ScaleMixturePrior",
+    "SignBernoulli",
     "SignSTE",
     "attach_weight_clipping",
     "bayesian_layers",
@@ -52,5 +59,6 @@ __all__ = [
     "binarynet_param_groups",
     "clip_latent_weights",
     "glorot_lr_scale",
+    "sign_prior_probs",
     "sign_ste",
 ]

@@ -30,6 +30,28 @@ from pyro_bdl.layers.reparameterization import reparameterized_conv, reparameter
 _PARAM_NAMES = ("weight", "bias")
 
 
+def align_to_plates(value: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """A global site's value with its sample dims aligned to the enclosing vectorised plates.
+
+    ``Predictive(parallel=True)`` conditions a site whose event has more dims than there are
+    plates on a value ``(num_samples, *event)``, without the size-1 dims that would put
+    ``num_samples`` at its plate's dim; those dims are restored here. A value without sample
+    dims, or already aligned, is returned as is.
+    """
+    batch = value.shape[: value.dim() - event_dim]
+    if not batch or batch[-1] == 1:  # no sample dims, or already outside a data dim of size 1
+        return value
+    frames = [frame for frame in get_plates() if frame.vectorized and frame.dim is not None]
+    if not frames:
+        return value
+    expected = [1] * max(-frame.dim for frame in frames)
+    for frame in frames:
+        expected[len(expected) + frame.dim] = frame.size
+    if tuple(batch) != tuple(expected) and tuple(batch) == tuple(size for size in expected if size != 1):
+        value = value.reshape(*expected, *value.shape[len(batch) :])
+    return value
+
+
 class BayesianLayer:
     """Mixin of the Bayesian layers: turns the module's ``weight``/``bias`` into ``PyroSample`` priors."""
 
@@ -60,18 +82,7 @@ class BayesianLayer:
         value = getattr(self, name)
         if value is None:
             return None
-        batch = value.shape[: value.dim() - getattr(self, f"{name}_init").dim()]
-        if not batch or batch[-1] == 1:  # no sample dims, or already outside a data dim of size 1
-            return value
-        frames = [frame for frame in get_plates() if frame.vectorized and frame.dim is not None]
-        if not frames:
-            return value
-        expected = [1] * max(-frame.dim for frame in frames)
-        for frame in frames:
-            expected[len(expected) + frame.dim] = frame.size
-        if tuple(batch) != tuple(expected) and tuple(batch) == tuple(size for size in expected if size != 1):
-            value = value.reshape(*expected, *value.shape[len(batch) :])
-        return value
+        return align_to_plates(value, getattr(self, f"{name}_init").dim())
 
     def initial_values(self) -> dict[str, torch.Tensor]:
         """The deterministic initialisation, ``{"weight": ..., "bias": ...}`` (bias only if the layer has one)."""

@@ -1,5 +1,6 @@
 """Ready-made Pyro models, one file per model (generative process in each docstring)."""
 
+from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BayesBinaryMLP, BernoulliMeanFieldGuide
 from pyro_bdl.models.bxpca import BXPCAModel
 from pyro_bdl.models.dlgm import DLGM
 from pyro_bdl.models.dlgm_guide import DLGMGuide
@@ -13,6 +14,9 @@ __all__ = [
     "M2",
     "RBM",
     "BXPCAModel",
+    "BayesBinaryConvNet",
+    "BayesBinaryMLP",
+    "BernoulliMeanFieldGuide",
     "DLGMGuide",
     "GLMModel",
     "M2Guide",

@@ -3,14 +3,26 @@
 from pyro_bdl.networks.binarynet import BinaryNetMLP, binarynet_convnet, square_hinge_loss
 from pyro_bdl.networks.packed import PackedBinaryMLP, export_packed_mlp, fold_batch_norm
 from pyro_bdl.networks.packed_convnet import PackedBinaryConvNet, export_packed_convnet
+from pyro_bdl.networks.packed_ensemble import (
+    PackedBinaryEnsembleMLP,
+    export_packed_ensemble,
+    posterior_mode_convnet,
+    posterior_mode_mlp,
+    recalibrate_batch_norm,
+)
 
 __all__ = [
     "BinaryNetMLP",
     "PackedBinaryConvNet",
+    "PackedBinaryEnsembleMLP",
     "PackedBinaryMLP",
     "binarynet_convnet",
     "export_packed_convnet",
+    "export_packed_ensemble",
     "export_packed_mlp",
     "fold_batch_norm",
+    "posterior_mode_convnet",
+    "posterior_mode_mlp",
+    "recalibrate_batch_norm",
     "square_hinge_loss",
 ]

@@ -32,6 +32,7 @@ from pyro_bdl.bnn import (
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.inference import scale_data_plate
 from pyro_bdl.models import DLGM, M2, RBM, BXPCAModel, DLGMGuide, GLMModel, M2Guide, RBMGuide
+from pyro_bdl.models.bayes_binary import BayesBinaryMLP, BernoulliMeanFieldGuide
 from pyro_bdl.models.rbm import FACTOR_SITE
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
@@ -47,6 +48,11 @@ def _mlp(outputs: int, dropout: bool = False) -> nn.Sequential:
 def _dlgm(latent_dims: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     model = DLGM(FEATURES, latent_dims, (8,))
     return model, DLGMGuide.for_model(model)
+
+
+def _bayes_binary() -> tuple[nn.Module, nn.Module]:
+    model = BNNClassifier(BayesBinaryMLP(FEATURES, 8, 1, CLASSES))
+    return model, BernoulliMeanFieldGuide(model)
 
 
 def _auto(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -77,6 +83,7 @@ MODELS = [
     Case("mc_dropout_classifier", lambda: (m := MCDropoutClassifier(_mlp(CLASSES, True)), MAPGuide(m)), "label"),
     Case("m2", lambda: (m := M2(FEATURES, CLASSES, 2, (8,)), M2Guide.for_model(m, alpha=1.0)), "label"),
     Case("rbm", lambda: (RBM(FEATURES, 3), RBMGuide()), None, FACTOR_SITE),
+    Case("bayes_binary", lambda: _bayes_binary(), "label"),
 ]
 
 
