@@ -43,7 +43,8 @@ class SignBernoulliNaturalGradient(torch.optim.Optimizer):
         params: parameters or groups.
         lr: the step size (``alpha`` of BayesBiNN for natural groups, Adam's rate otherwise).
         beta: momentum of the natural gradient.
-        betas, eps: Adam's, for the other parameters.
+        betas: Adam's moment decay rates, for the other parameters.
+        eps: Adam's denominator term, for the other parameters.
         lr_decay: ``lr`` is multiplied by this after every step (1: constant).
         natural: whether the parameters are SignBernoulli logits.
     """

@@ -147,9 +147,10 @@ def batched_xnor_gemm(a: torch.Tensor, b: torch.Tensor, k: int, **options) -> to
 class BayesianBinaryLinear(BayesianBinaryLayer, PyroModule[BinaryLinear]):
     """:class:`~pyro_bdl.layers.BinaryLinear` with a ``SignBernoulli`` prior on its weight ``(out, in)``.
 
+    The positional arguments (``in_features, out_features, bias, binarize_input, device, dtype``)
+    are ``BinaryLinear``'s; the bias, default off, is a deterministic parameter.
+
     Args:
-        in_features, out_features, bias, binarize_input, device, dtype: as for ``BinaryLinear``
-            (the bias, default off, is a deterministic parameter).
         prior_probs: P(w = +1), a float in (0, 1) or a tensor of the weight's shape.
     """
 
@@ -175,8 +176,9 @@ class BayesianBinaryLinear(BayesianBinaryLayer, PyroModule[BinaryLinear]):
 class BayesianBinaryConv2d(BayesianBinaryLayer, PyroModule[BinaryConv2d]):
     """:class:`~pyro_bdl.layers.BinaryConv2d` with a ``SignBernoulli`` prior on its weight (C_out, C_in / g, kh, kw).
 
+    The positional arguments (``in_channels`` to ``dtype``) are ``BinaryConv2d``'s (bias default off).
+
     Args:
-        in_channels, ..., binarize_input, device, dtype: as for ``BinaryConv2d`` (bias default off).
         prior_probs: P(w = +1), a float in (0, 1) or a tensor of the weight's shape.
 
     Binarised inputs are padded with +1, as in ``BinaryConv2d``; real inputs with 0.

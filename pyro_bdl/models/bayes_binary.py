@@ -69,9 +69,13 @@ class BayesBinaryMLP(PyroModule):
     """Real input -> ``depth`` binary hidden layers -> logits; every layer a Bayesian binary linear + batch norm.
 
     Args:
-        in_features, hidden, depth, num_classes: the widths (784-512-512-10 by default).
+        in_features: input width (784 by default).
+        hidden: width of every hidden layer (512).
+        depth: number of binary hidden layers (2).
+        num_classes: number of logits (10).
         prior_probs: P(w = +1) of every weight (or per-layer tensors via the layers' ``prior_probs``).
-        bn_eps, bn_momentum: of the batch norms.
+        bn_eps: the batch norms' epsilon.
+        bn_momentum: the batch norms' running-statistics momentum.
 
     Shapes: x (*T, N, in_features) real (pixels in [-1, 1]) -> logits (*broadcast(S, T), N, num_classes).
     """
