@@ -118,6 +118,10 @@ def test_trained_models_beat_their_untrained_baselines(report):
     assert binary["test_error"] < 0.9 and binary["packed_test_error"] < 0.9
     assert binary["packed_dense_prediction_agreement"] > 0.95
     assert binary["batch1_latency_packed_us"] > 0 and binary["batch1_latency_dense_float32_us"] > 0
+    bayes = report["sections"]["bayesian_binary"]["numbers"]
+    assert bayes["test_error"] < 0.5  # one epoch on 3,000 digits; chance is 0.9
+    assert bayes["test_log_likelihood"] > math.log(0.1)  # better than the uniform predictive
+    assert 0.5 < bayes["permuted_digits_auroc_mutual_information"] <= 1
     kernels = report["sections"]["kernels"]["numbers"]
     assert kernels["all_exact"] is True
     assert kernels["triton_kernels_ran_on_gpu"] is torch.cuda.is_available()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pyro_bdl.tour.core import Budget, Section
 from pyro_bdl.tour.data import TourData
-from pyro_bdl.tour.sections import binary_mlp, bnn, dlgm, kernels, m2, rbm
+from pyro_bdl.tour.sections import bayesian_binary, binary_mlp, bnn, dlgm, kernels, m2, rbm
 
 SectionFunction = Callable[[TourData, Path, Budget], Section]
 
@@ -22,17 +22,12 @@ SECTIONS: dict[str, SectionFunction] = {
     "bnn": bnn.run,
     "rbm": rbm.run,
     "binary_mlp": binary_mlp.run,
-    # SLOT "bayesian_binary": the Bayesian binary network on the packed kernels (branch bayesbin). When it
-    # lands: add sections/bayesian_binary.py with run(data, out, budget) -> Section, put its entry here, and
-    # drop it from PENDING below.
+    "bayesian_binary": bayesian_binary.run,
     "kernels": kernels.run,
 }
 """Section key -> function; the keys name the sections' folders and their entries in ``report.json``."""
 
-PENDING: dict[str, str] = {
-    "bayesian_binary": "The Bayesian binary network on the packed XNOR kernels is not in this build yet "
-    "(it is being built on its own branch); its section will sit between the binary MLP and the kernel check.",
-}
+PENDING: dict[str, str] = {}
 """Sections the report names as not yet available, with why; never numbers."""
 
 __all__ = ["PENDING", "SECTIONS", "SectionFunction"]
