@@ -77,14 +77,21 @@ def describe_cpu_gemm() -> str:
     return f"numpy fallback ({reason}): numpy.bitwise_count up to {POPCOUNT_MAX_ROWS} rows, else torch._int_mm"
 
 
-@cache
-def _thread_count() -> int:
+def thread_count() -> int:
+    """Threads the CPU path may use: ``torch.get_num_threads()`` (read at each call), at most the cores."""
     return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
 
 
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    """The CPU path's pool of ``workers`` threads, one per process: a forked child (a DataLoader
+    worker) gets its own, as the parent's threads do not exist there and work given to them would
+    never run."""
+    return _pool(workers, os.getpid())
+
+
 @cache
-def _thread_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=_thread_count())
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnor-cpu")
 
 
 def _as_numpy_words(words2d: torch.Tensor) -> np.ndarray:
@@ -122,8 +129,9 @@ def _popcount_rows(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     lane = np.uint64 if a.shape[1] % 2 == 0 else np.uint32
     a_lanes, b_lanes = a.view(lane), b.view(lane)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
-    pool = _thread_pool()
-    chunk = max(256, math.ceil(b.shape[0] / _thread_count()))
+    threads = thread_count()
+    pool = thread_pool(threads)
+    chunk = max(256, math.ceil(b.shape[0] / threads))
 
     def run(start: int) -> None:
         block = b_lanes[start : start + chunk]

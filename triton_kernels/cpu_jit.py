@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 import numba
 import numpy as np
 import torch
 from numba import types
 from numba.extending import intrinsic
+
+from triton_kernels.cpu import thread_count, thread_pool
 
 PANEL_COLUMNS = 64  # weight rows per task: a multiple of 32, so packed output words never straddle tasks
 MIN_WORDS_PER_THREAD = 1 << 21  # a thread's share must outlast waking it (~75 us here): ~2M XOR-popcounts
@@ -191,13 +190,6 @@ def _run_tasks(a, b, k, pad, first, stop, scale, bias, has_scale, has_bias, out_
             _epilogue(counts[s], n0, n1, scale_s, bias_s, has_scale, has_bias, out_kind, out_float[s], out_words[s])
 
 
-@cache
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """One pool per worker count and process: a forked child (a DataLoader worker) gets its own,
-    as the parent's threads do not exist there and a task given to them would never run."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnor-cpu")
-
-
 def _lanes(words: torch.Tensor) -> np.ndarray:
     """(..., KW) int32 -> numpy unsigned lanes: 64-bit when KW is even, else 32-bit (no copy if contiguous)."""
     array = np.ascontiguousarray(words.detach().numpy())
@@ -241,11 +233,11 @@ def xnor_gemm_jit(
     scale_np, bias_np = _vector_per_batch(scale, s, n), _vector_per_batch(bias, s, n)
     items = s * math.ceil(n / PANEL_COLUMNS)
     work = s * m * n * a_lanes.shape[-1]
-    workers = max(1, min(threads or torch.get_num_threads(), items, work // MIN_WORDS_PER_THREAD))
+    workers = max(1, min(threads or thread_count(), items, work // MIN_WORDS_PER_THREAD))
     args = (scale_np, bias_np, scale is not None, bias is not None, out_kind, counts, out_float, out_words)
     bounds = [items * t // workers for t in range(workers + 1)]
     futures = [  # every run but the first goes to the pool; the calling thread runs the first meanwhile
-        _pool(workers - 1, os.getpid()).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
+        thread_pool(workers - 1).submit(_run_tasks, a_lanes, b_lanes, k, pad, lo, hi, *args)
         for lo, hi in itertools.pairwise(bounds[1:])
     ]
     _run_tasks(a_lanes, b_lanes, k, pad, bounds[0], bounds[1], *args)
@@ -271,7 +263,7 @@ def describe() -> str:
 
     features = binding.get_host_cpu_features()
     vector_popcount = features.get("avx512vpopcntdq", False) or features.get("neon", False)
-    threads = torch.get_num_threads()
+    threads = thread_count()
     return (
         f"numba {numba.__version__} JIT for {binding.get_host_cpu_name()} "
         f"(vector popcount: {'yes' if vector_popcount else 'no'}), {threads} thread{'s' * (threads != 1)}"

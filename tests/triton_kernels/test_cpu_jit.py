@@ -242,6 +242,18 @@ def test_every_instruction_set_the_machine_runs(tmp_path, target):
     assert report["vpopcntq"] == (target == "host" and host_has_it)
 
 
+def test_thread_count_follows_torch_set_num_threads():
+    """Read at each call (it was once cached at the first one), for both CPU paths' pools."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cpu.thread_count() == 1
+        torch.set_num_threads(2)
+        assert cpu.thread_count() == min(2, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
+
+
 CACHE_PROBE = """
 import json, time
 from triton_kernels import cpu_jit
