@@ -546,6 +546,11 @@ def _batch_row(vector: torch.Tensor | None, s: int) -> torch.Tensor | None:
     return vector[s] if vector is not None and vector.dim() == 2 else vector
 
 
+def _stack_products(products: list[torch.Tensor]) -> torch.Tensor:
+    """(S, M, N') from S products; one product (an ordinary layer) is viewed, not copied."""
+    return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
+
+
 def xnor_gemm_cpu(a, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
     """CPU path on a (S, M, KW), b (S, N, KW): the compiled kernel with its fused epilogue, else the fallback."""
     if cpu.cpu_gemm_path() == "numba":
@@ -561,7 +566,7 @@ def xnor_gemm_cpu(a, b, k, scale, bias, out_dtype, pack_output) -> torch.Tensor:
         )
         for s in range(b.shape[0])
     ]  # fmt: skip
-    return torch.stack(products)
+    return _stack_products(products)
 
 
 def _xnor_gemm_impl(
@@ -588,7 +593,7 @@ def _xnor_gemm_impl(
         for s in range(b3.shape[0]):
             scale_s, bias_s = _batch_row(scale, s), _batch_row(bias, s)
             products.append(xnor_gemm_triton(a3[s], b3[s], k, scale_s, bias_s, out_dtype, pack_output, method))
-        out = torch.stack(products)
+        out = _stack_products(products)
     return out.reshape(*lead, out.shape[-1])
 
 
