@@ -49,8 +49,7 @@ from pyro_bdl.evaluation import (
     auroc,
     bald_decomposition,
     classification_error,
-    expected_calibration_error,
-    logits_log_likelihood,
+    classification_scores,
     mean_probabilities,
 )
 from pyro_bdl.experiment import (
@@ -298,16 +297,8 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor, ood_logits: dict[str, to
     """Error, log-likelihood, ECE, entropy split by right/wrong, and OOD AUROCs; logits (S, n, 10)."""
     prob_samples = logits.softmax(-1)
     probs = mean_probabilities(prob_samples)
-    correct = probs.argmax(-1) == labels
     entropy, _, information = bald_decomposition(prob_samples)
-    result = {
-        "error": classification_error(probs, labels),
-        "log_likelihood": float(logits_log_likelihood(logits, labels).mean()),
-        "ece": expected_calibration_error(probs, labels),
-        "entropy_correct": float(entropy[correct].mean()) if correct.any() else None,
-        "entropy_wrong": float(entropy[~correct].mean()) if (~correct).any() else None,
-        "ood_auroc": {},
-    }
+    result = {**classification_scores(logits, labels), "ood_auroc": {}}
     for name, other in ood_logits.items():
         other_samples = other.softmax(-1)
         other_entropy, _, other_information = bald_decomposition(other_samples)

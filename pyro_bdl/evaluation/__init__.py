@@ -32,6 +32,7 @@ from pyro_bdl.evaluation.predictive import (
     predictive_mean_std,
     rmse,
 )
+from pyro_bdl.evaluation.summary import classification_scores
 
 __all__ = [
     "BaldDecomposition",
@@ -41,6 +42,7 @@ __all__ = [
     "categorical_entropy",
     "classification_error",
     "classification_log_likelihood",
+    "classification_scores",
     "expected_calibration_error",
     "expected_entropy",
     "gaussian_mixture_log_likelihood",

@@ -19,14 +19,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro_bdl.bnn import BNNClassifier
 from pyro_bdl.conventions import DATA_PLATE
 from pyro_bdl.data import permute_pixels, to_float
-from pyro_bdl.evaluation import (
-    auroc,
-    bald_decomposition,
-    classification_error,
-    expected_calibration_error,
-    logits_log_likelihood,
-    mean_probabilities,
-)
+from pyro_bdl.evaluation import auroc, bald_decomposition, classification_scores
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.inference.minibatch import scale_data_plate
 from pyro_bdl.inference.natural_gradient import natural_gradient_optim
@@ -59,22 +52,20 @@ def run(data: TourData, out: Path, budget: Budget) -> Section:
     ensemble = export_packed_ensemble(net, weights, calibration=x[:1000])
     with torch.no_grad():
         logits, permuted_logits = ensemble(test_x), ensemble(permuted_x)  # (S, n, 10), on the XNOR kernels
-    prob_samples = logits.softmax(-1)
-    probs = mean_probabilities(prob_samples)
-    correct = probs.argmax(-1) == test_y
-    entropy, _, information = bald_decomposition(prob_samples)
-    _, _, permuted_information = bald_decomposition(permuted_logits.softmax(-1))
+    scores = classification_scores(logits, test_y)
+    information = bald_decomposition(logits.softmax(-1)).mutual_information
+    permuted_information = bald_decomposition(permuted_logits.softmax(-1)).mutual_information
     numbers = {
         "hidden_units": HIDDEN,
         "hidden_layers": DEPTH,
         "epochs": epochs,
         "posterior_samples": SAMPLES,
         "final_train_elbo": result.history[-1]["train_elbo"],
-        "test_error": classification_error(probs, test_y),
-        "test_log_likelihood": float(logits_log_likelihood(logits, test_y).mean()),
-        "test_ece": expected_calibration_error(probs, test_y),
-        "entropy_correct": float(entropy[correct].mean()),
-        "entropy_wrong": float(entropy[~correct].mean()) if (~correct).any() else float("nan"),
+        "test_error": scores["error"],
+        "test_log_likelihood": scores["log_likelihood"],
+        "test_ece": scores["ece"],
+        "entropy_correct": scores["entropy_correct"],
+        "entropy_wrong": scores["entropy_wrong"] if scores["entropy_wrong"] is not None else float("nan"),
         "permuted_digits_auroc_mutual_information": auroc(information, permuted_information),
     }
     text = (
