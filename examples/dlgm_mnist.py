@@ -277,12 +277,8 @@ def published_reference(args: argparse.Namespace) -> float | None:
     return BURDA_TARGET_NLL[layers] if applies else None
 
 
-def main(args: argparse.Namespace) -> dict:
-    setup(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    data = load_data(args)
+def build_model(args: argparse.Namespace) -> tuple[DLGM, DLGMGuide]:
+    """The DLGM of the flags (784 Bernoulli pixels) and its amortised guide (``pyro-bdl sample dlgm`` uses it too)."""
     model = DLGM(
         784,
         args.latent_dims,
@@ -291,7 +287,16 @@ def main(args: argparse.Namespace) -> dict:
         activation=args.activation,
         layer_scale=args.layer_scale,
     )
-    guide = DLGMGuide.for_model(model, flow=None if args.flow == "none" else args.flow, num_flows=args.num_flows)
+    return model, DLGMGuide.for_model(model, flow=None if args.flow == "none" else args.flow, num_flows=args.num_flows)
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    data = load_data(args)
+    model, guide = build_model(args)
     checkpoint = args.out / CHECKPOINT_NAME
     if checkpoint.exists() and not args.fresh:
         print(f"resumed from {checkpoint}")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from pyro_bdl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pyro_bdl.config_file import ConfigParser
 from pyro_bdl.data.mnist import (
     DATA_ENV,
     MNIST,
@@ -69,12 +70,13 @@ class UsageError(Exception):
 
 
 def make_parser(description: str | None) -> argparse.ArgumentParser:
-    """A parser whose ``--help`` keeps the description's layout and shows every default."""
+    """A parser whose ``--help`` keeps the description's layout and shows every default, with
+    ``--config FILE`` (JSON or TOML flag values, overridden by the command line; :mod:`pyro_bdl.config_file`)."""
 
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
 
-    return argparse.ArgumentParser(description=description, formatter_class=Formatter)
+    return ConfigParser(description=description, formatter_class=Formatter)
 
 
 def add_common_arguments(
@@ -101,6 +103,11 @@ def add_common_arguments(
             type=Path,
             default=None,
             help=f"data folder holding mnist/ and uci/ (default: ${DATA_ENV}, else ../shared/data)",
+        )
+        parser.add_argument(
+            "--sample-data",
+            action="store_true",
+            help="use the MNIST sample shipped in the package (3,000 training and 1,000 test digits) instead",
         )
     if out is not None:
         parser.add_argument("--out", type=Path, default=Path(out), help="results folder")
@@ -156,8 +163,16 @@ def is_full_mnist_protocol(args: argparse.Namespace) -> bool:
 def data_root(args: argparse.Namespace, subfolder: str) -> Path:
     """``<--data>/<subfolder>``, else ``$PYRO_BDL_DATA/<subfolder>``, else ``../shared/data/<subfolder>``.
 
-    ``--data`` may name the data folder (holding ``<subfolder>/``) or the subfolder itself.
+    ``--data`` may name the data folder (holding ``<subfolder>/``) or the subfolder itself. With
+    ``--sample-data`` it is the package's MNIST sample written as IDX files into a temporary folder
+    (:func:`pyro_bdl.tour.data.sample_mnist_folder`); only ``mnist`` has one.
     """
+    if getattr(args, "sample_data", False):
+        if subfolder != "mnist":
+            raise UsageError(f"--sample-data: the package holds a sample of MNIST only, this script reads {subfolder}")
+        from pyro_bdl.tour.data import sample_mnist_folder
+
+        return sample_mnist_folder()
     given = getattr(args, "data", None)
     if given is not None:
         given = Path(given).expanduser()

@@ -9,6 +9,9 @@ command                                        what it does
 ``pyro-bdl data list``                         what can be fetched, with sizes
 ``pyro-bdl selfcheck | info | tune SHAPE...``  the kernel commands of ``triton-kernels``
 ``pyro-bdl bench NAME [ARGS...]``              run ``benchmarks/bench_NAME.py`` (source checkout)
+``pyro-bdl train MODEL [FLAGS...]``            train a model family (``examples/``; source checkout)
+``pyro-bdl evaluate MODEL RUN``                score a finished run from its checkpoint
+``pyro-bdl sample MODEL RUN``                  draw digits from a trained generative model
 =============================================  ==========================================
 
 Every command has ``--help`` with its defaults. Exit codes: 0 success; 2 a usage error or an
@@ -50,6 +53,9 @@ COMMANDS: tuple[Entry, ...] = (
     Entry("info", "versions, device, the tuning cache and the CPU GEMM path", "pyro_bdl.cli.kernels:info"),
     Entry("tune", "autotune GEMM shapes now and save the configs (needs a GPU)", "pyro_bdl.cli.kernels:tune"),
     Entry("bench", "run a benchmark of the source checkout: benchmarks/bench_NAME.py", "pyro_bdl.cli.bench"),
+    Entry("train", "train a model family (its example script), flags or --config FILE", "pyro_bdl.cli.models:train"),
+    Entry("evaluate", "score a finished training run from its checkpoint", "pyro_bdl.cli.models:evaluate"),
+    Entry("sample", "draw digits from a trained generative model into a PNG", "pyro_bdl.cli.models:sample"),
 )
 """Every subcommand, in the order ``--help`` lists them."""
 

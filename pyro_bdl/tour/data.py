@@ -12,12 +12,17 @@
   protocol's ``n_hidden`` and ``n_epochs``.
 
 :func:`load_sample` reads them through :mod:`importlib.resources` (no path, no download);
-:func:`build_sample` rebuilds them from the full data sets (``python -m pyro_bdl.tour.build_sample``).
+:func:`sample_mnist_folder` writes the digits as the four IDX files (a temporary folder), which every
+example reads with ``--sample-data``; :func:`build_sample` rebuilds them from the full data sets
+(``python -m pyro_bdl.tour.build_sample``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,7 +31,9 @@ import numpy as np
 import torch
 
 from pyro_bdl.data import MNIST, UCIDataset, load_mnist, load_uci_dataset
+from pyro_bdl.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, SPLIT_FILES
 from pyro_bdl.validation import check_int
+from triton_kernels.files import atomic_write
 
 SAMPLE_PACKAGE = "pyro_bdl.tour"
 SAMPLE_FOLDER = "sample_data"
@@ -77,6 +84,33 @@ def load_sample() -> TourData:
             n_epochs=int(arrays["n_epochs"]),
         )
     return TourData(train=train, test=test, uci=uci)
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """An IDX file: big-endian magic, then each dimension, then the uint8 values."""
+    header = struct.pack(f">{1 + array.ndim}I", magic, *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def sample_mnist_folder(root: str | os.PathLike[str] | None = None) -> Path:
+    """The embedded MNIST sample as the four uncompressed IDX files that :func:`~pyro_bdl.data.load_mnist` reads.
+
+    Written once into ``root`` (default: ``<tempdir>/pyro-bdl-sample-<hash of the sample>/mnist``),
+    each file atomically, so concurrent runs share it; returns the folder.
+    """
+    source = sample_file(MNIST_FILE)
+    if root is None:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        root = Path(tempfile.gettempdir()) / f"pyro-bdl-sample-{digest}" / "mnist"
+    root = Path(root)
+    with source.open("rb") as handle, np.load(handle) as arrays:
+        for split, (images_name, labels_name) in SPLIT_FILES.items():
+            for name, key, magic in ((images_name, "images", IMAGE_MAGIC), (labels_name, "labels", LABEL_MAGIC)):
+                path = root / name
+                if not path.is_file():
+                    content = idx_bytes(arrays[f"{split}_{key}"], magic)
+                    atomic_write(path, lambda temporary, content=content: temporary.write_bytes(content))
+    return root
 
 
 def balanced_rows(labels: torch.Tensor, per_class: int, seed: int, num_classes: int = 10) -> torch.Tensor:
