@@ -53,11 +53,13 @@ DROPPED_SETTINGS = ("out", "fresh", "config")
 
 @dataclass(frozen=True)
 class Model:
-    """A model family: its example script, what it is, and how to draw samples (None for a classifier)."""
+    """A model family: its example script, what it is, how to draw samples (None for a classifier), and the
+    flags ``evaluate`` sets itself (for the parts of a run that keep a checkpoint)."""
 
     script: str
     what: str
     sampler: Callable[[ModuleType, argparse.Namespace, dict, int, torch.Generator], torch.Tensor] | None = None
+    evaluation_flags: tuple[str, ...] = ()
 
 
 def _fit_params(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -119,7 +121,11 @@ MODELS: dict[str, Model] = {
     "bnn": Model("bnn_mnist.py", "Bayesian neural network classifier (Gaussian weights, SVI)"),
     "rbm": Model("rbm_mnist.py", "restricted Boltzmann machine, CD/PCD, AIS log-likelihood", _sample_rbm),
     "binarynet": Model("binarynet_mnist.py", "BinaryNet MLP (Courbariaux et al. 2016), packed XNOR inference"),
-    "bayes_binary": Model("bayes_binary_mnist.py", "Bayesian binary network (Bernoulli weights) and its baseline"),
+    "bayes_binary": Model(
+        "bayes_binary_mnist.py",
+        "Bayesian binary network (Bernoulli weights) and its baseline",
+        evaluation_flags=("--methods", "bayes"),  # the BinaryNet baseline keeps no checkpoint: it would retrain
+    ),
 }
 """``pyro-bdl train|evaluate|sample`` MODEL -> its example script in ``examples/``."""
 
@@ -224,7 +230,8 @@ class _Evaluate:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         words = list(args.arguments)
-        refused = [word for word in words if word.split("=")[0] in FIXED_IN_EVALUATION]
+        fixed = (*FIXED_IN_EVALUATION, *MODELS[args.model].evaluation_flags[::2])
+        refused = [word for word in words if word.split("=")[0] in fixed]
         if refused:
             raise CommandError(f"{refused[0]} is fixed by the run being evaluated; train again to change it")
         module = load_example(args.model)
@@ -237,7 +244,8 @@ class _Evaluate:
         out.mkdir(parents=True, exist_ok=True)
         config = _settings_file(settings, out)
         try:
-            parsed = _run_example(module, prog, ["--config", str(config), "--out", str(out), *words], lenient=True)
+            flags = ["--config", str(config), "--out", str(out), *MODELS[args.model].evaluation_flags, *words]
+            parsed = _run_example(module, prog, flags, lenient=True)
         finally:
             config.unlink()
         parsed.out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""The tour's report: ``report.md`` (figures embedded by relative path, a numbers table per section) and
-``report.json`` (the same numbers, the environment and the wall time of every section)."""
+"""The tour's report: ``report.md`` (figures embedded by relative path, a numbers table per section),
+``report.html`` (the same, figures inside the file; :mod:`pyro_bdl.tour.html`) and ``report.json`` (the same
+numbers, the environment and the wall time of every section)."""
 
 from __future__ import annotations
 
@@ -100,8 +101,12 @@ def as_json(outcomes: list[SectionOutcome], pending: dict[str, str], info: dict[
 def write_report(
     out: Path, outcomes: list[SectionOutcome], pending: dict[str, str], info: dict[str, Any]
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.json`` into ``out`` atomically; returns both paths."""
+    """Write ``report.md``, ``report.html`` and ``report.json`` into ``out`` atomically; returns the Markdown and
+    JSON paths (the HTML file is beside them)."""
+    from pyro_bdl.tour.html import REPORT_HTML, render
+
     md_path, json_path = out / REPORT_MD, out / REPORT_JSON
     atomic_write_text(json_path, json.dumps(as_json(outcomes, pending, info, out), indent=1))
+    atomic_write_text(out / REPORT_HTML, render(outcomes, pending, info))
     atomic_write_text(md_path, markdown(outcomes, pending, info, out))
     return md_path, json_path

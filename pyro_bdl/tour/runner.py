@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from pyro_bdl.experiment import environment
 from pyro_bdl.tour.core import Budget
 from pyro_bdl.tour.data import load_sample
+from pyro_bdl.tour.html import REPORT_HTML
 from pyro_bdl.tour.report import REPORT_JSON, SectionOutcome, write_report
 from pyro_bdl.tour.sections import PENDING, SECTIONS
 from pyro_bdl.tour.sections.kernels import kernel_path
@@ -60,7 +61,7 @@ def run_tour(
     device: str | torch.device | None = None,
     sections: Sequence[str] | None = None,
 ) -> Path:
-    """Train every section's models on the embedded data and write ``report.md`` and ``report.json``.
+    """Train every section's models on the embedded data; write ``report.md``, ``report.html`` and ``report.json``.
 
     Args:
         out_dir: folder for the report and one subfolder of figures per section (created).
@@ -145,6 +146,7 @@ def run_from_arguments(args: argparse.Namespace) -> int:
     sections = json.loads((report.parent / REPORT_JSON).read_text())["sections"]
     failed = [key for key, entry in sections.items() if entry["error"]]
     print(f"report: {report.resolve()}")
+    print(f"report as one HTML file: {(report.parent / REPORT_HTML).resolve()}")
     print(f"numbers: {(report.parent / REPORT_JSON).resolve()}")
     if failed:
         print(f"failed sections: {', '.join(failed)} (the report shows their errors)")

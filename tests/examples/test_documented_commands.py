@@ -67,6 +67,12 @@ CLI_TINY = {
     "data fetch": ["--no-progress"],
     "data list": [],
     "tour": ["--quick", "--no-progress", "--sections", "kernels"],  # the whole quick tour runs in test_tour.py
+    # the model commands (docs/cli.md); evaluate and sample first get a run trained with the train entry
+    "train dlgm": "--limit 600 --validation 100 --epochs 1 --test-limit 20 --iw-samples 10 --elbo-samples 2 "
+    "--impute-images 0 --latent-dims 4 --hidden-dims 16 --no-figures --no-progress --threads 1".split(),
+    "evaluate dlgm": "--test-limit 20 --iw-samples 10 --elbo-samples 2 --impute-images 0 --no-figures "
+    "--no-progress".split(),
+    "sample dlgm": ["--num", "10"],
 }
 """Per ``pyro-bdl`` command (its first two words), the flags appended when it runs."""
 MNIST_LIMIT = ["--limit", "1200"]
@@ -203,4 +209,9 @@ def test_documented_pyro_bdl_command_runs(where, command, tmp_path, request, mon
         return
     if cli_key(argv) == "tour":
         extra += ["--out", str(tmp_path / "tour")]
+    if argv[0] in ("train", "evaluate", "sample"):
+        monkeypatch.chdir(tmp_path)  # the documented run folders are relative
+        if argv[0] != "train":  # a finished tiny run where the command reads one
+            train = ["train", argv[1], "--sample-data", *CLI_TINY[f"train {argv[1]}"], "--out", argv[2]]
+            assert pyro_bdl_main(train) == 0
     assert pyro_bdl_main([*argv, *extra]) == 0, f"{where}: `pyro-bdl {command}` failed"

@@ -89,8 +89,12 @@ def test_every_registered_command_loads_with_arguments_and_a_run():
         (["info"], ["versions"]),
         (["tune"], ["MxNxK", "(default: None)"]),
         (["bench"], ["benchmarks in", "xnor_gemm", "dlgm_svi"]),
+        (["train"], ["MODEL", "examples/dlgm_mnist.py", "bayes_binary", "--help shows the model's flags"]),
+        (["evaluate"], ["RUN", "--epochs, --fresh, --config are fixed by the run"]),
+        (["sample"], ["--num NUM", "(default: 100)", "generative (they can sample): dlgm, m2, rbm"]),
     ],
-    ids=["pyro-bdl", "tour", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench"],
+    ids=["pyro-bdl", "tour", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench", "train",
+         "evaluate", "sample"],  # fmt: skip
 )
 def test_help_exits_zero_and_shows_the_defaults(capsys, command, shown):
     with pytest.raises(SystemExit) as exit_:

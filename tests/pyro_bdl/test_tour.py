@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import fnmatch
+import html
 import json
 import math
 import os
@@ -17,6 +19,7 @@ import torch
 from pyro_bdl.tour import PENDING, SECTIONS, add_tour_arguments, load_sample, main, run_tour
 from pyro_bdl.tour.build_sample import main as build_sample_main
 from pyro_bdl.tour.data import ATTRIBUTION_FILE, MNIST_FILE, SAMPLE_FOLDER, UCI_FILE, sample_file
+from pyro_bdl.tour.report import format_value
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,6 +147,19 @@ def test_figures_exist_as_png_and_the_markdown_embeds_them(quick_tour, report):
     for key in PENDING:
         assert f"`{key}`" in markdown and "Not in this build yet" in markdown
     assert report["pending"] == PENDING
+
+
+def test_the_html_report_holds_the_numbers_text_and_figures(quick_tour, report):
+    page = (quick_tour / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    for key, entry in report["sections"].items():
+        assert f'<h2 id="{key}">{html.escape(entry["title"])}</h2>' in page
+        for name, value in entry["numbers"].items():
+            assert f"<td>{html.escape(name)}</td><td class=\"number\">{html.escape(format_value(value))}</td>" in page
+        for relative in entry["figures"]:  # each figure inside the page, byte for byte
+            encoded = base64.b64encode((quick_tour / relative).read_bytes()).decode("ascii")
+            assert f'src="data:image/png;base64,{encoded}"' in page
+    assert "<code>" in page and "<script" not in page
 
 
 def test_command_line_runs_one_section_and_prints_the_report(tmp_path, capsys):
