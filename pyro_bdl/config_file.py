@@ -86,9 +86,21 @@ def _word(value: Any) -> str:
 def config_words(
     parser: argparse.ArgumentParser, config: dict[str, Any], given: Sequence[str], source: str
 ) -> list[str]:
-    """``config`` as command-line words for ``parser``, skipping repeatable flags the command line gives itself."""
-    actions = {action.dest: action for action in parser._actions if action.option_strings}
-    known = sorted(dest for dest in actions if dest not in ("help", "config"))
+    """``config`` as command-line words for ``parser``, skipping repeatable flags the command line gives itself.
+
+    A key is a flag's name (``no-progress``) or its destination (``progress``, as a results JSON records it);
+    an on/off flag named by its flag is given when the value is true, named by its destination when the value
+    differs from the default.
+    """
+    by_dest = {action.dest: action for action in parser._actions if action.option_strings}
+    by_flag = {
+        option[2:].replace("-", "_"): action
+        for action in by_dest.values()
+        for option in action.option_strings
+        if option.startswith("--")
+    }
+    actions = {**by_dest, **by_flag}
+    known = sorted(key for key, action in actions.items() if action.dest not in ("help", "config"))
     unknown = sorted(set(config) - set(known))
     if _LENIENT.get():
         config = {key: value for key, value in config.items() if key not in unknown}
@@ -103,7 +115,7 @@ def config_words(
         if action.nargs == 0:  # an on/off flag
             if not isinstance(value, bool):
                 raise ValueError(f"{source}: {dest} is an on/off flag, expected true or false, got {value!r}")
-            if value != action.default:
+            if (value is True) if dest in by_flag else (value != action.default):
                 words.append(flag)
         elif isinstance(action, argparse._AppendAction):
             if any(option in given or any(word.startswith(option + "=") for word in given)

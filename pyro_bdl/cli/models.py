@@ -105,6 +105,7 @@ def _sample_m2(module: ModuleType, args: argparse.Namespace, saved: dict, num: i
 
 
 def _sample_rbm(module: ModuleType, args: argparse.Namespace, saved: dict, num: int, generator) -> torch.Tensor:
+    """``E[v | h]`` after the last of the Gibbs sweeps, from the trained parameters (not an ``--ema`` average)."""
     from pyro_bdl.models import RBM
 
     rbm = RBM(784, args.hidden)
@@ -210,6 +211,11 @@ class _Train:
             module.main(parsed)
         except UsageError as error:
             raise CommandError(str(error)) from None
+        except FileNotFoundError as error:
+            hint = (
+                f"; --sample-data trains on the digits inside the package, {PROG} data fetch mnist --to DIR gets MNIST"
+            )
+            raise CommandError(f"{error}{hint}") from None
         return 0
 
 

@@ -4,9 +4,10 @@
 :data:`~pyro_bdl.tour.sections.SECTIONS` (DLGM with imputation, M2 with analogies, BNNs with ArviZ
 diagnostics and calibration, an RBM with AIS, a binary MLP on the packed XNOR kernels, the kernel
 self-check) on :func:`~pyro_bdl.tour.data.load_sample`'s 4,000 MNIST digits and UCI yacht split, and
-writes ``report.md`` (figures linked), ``report.html`` (figures inside the file) and ``report.json``. From a shell: ``python -m pyro_bdl.tour``
-(``--quick`` for the reduced mode; ``--help`` for the rest). :func:`add_tour_arguments` and
-:func:`run_from_arguments` let another command line (``pyro-bdl tour``) offer the same options.
+writes ``report.md`` (figures linked), ``report.html`` (figures inside the file) and ``report.json``.
+From a shell: ``python -m pyro_bdl.tour`` (``--quick`` for the reduced mode; ``--help`` for the rest).
+:func:`add_tour_arguments` and :func:`run_from_arguments` let another command line (``pyro-bdl tour``)
+offer the same options.
 """
 
 from pyro_bdl.tour.core import Budget, Section

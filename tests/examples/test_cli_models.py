@@ -61,6 +61,10 @@ def test_dlgm_from_a_toml_config_then_evaluate_and_sample(tmp_path, capsys):
     means = np.load(tmp_path / "s.npy")
     assert means.shape == (20, 784) and means.min() >= 0 and means.max() <= 1
     assert "samples:" in capsys.readouterr().out
+    assert main(["train", "dlgm", "--config", str(config), "--epochs", "2", "--out", str(out)]) == 0  # resumes
+    assert f"resumed from {out / 'checkpoint.pt'}" in capsys.readouterr().out
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["epochs_trained"] == 2 and resumed["history"][0] == trained["history"][0]
 
 
 def test_sample_m2_and_rbm_and_refuse_a_classifier(tmp_path, capsys):

@@ -68,10 +68,40 @@ CLI_TINY = {
     "data list": [],
     "tour": ["--quick", "--no-progress", "--sections", "kernels"],  # the whole quick tour runs in test_tour.py
     # the model commands (docs/cli.md); evaluate and sample first get a run trained with the train entry
-    "train dlgm": "--limit 600 --validation 100 --epochs 1 --test-limit 20 --iw-samples 10 --elbo-samples 2 "
-    "--impute-images 0 --latent-dims 4 --hidden-dims 16 --no-figures --no-progress --threads 1".split(),
-    "evaluate dlgm": "--test-limit 20 --iw-samples 10 --elbo-samples 2 --impute-images 0 --no-figures "
-    "--no-progress".split(),
+    "train dlgm": [
+        "--limit",
+        "600",
+        "--validation",
+        "100",
+        "--epochs",
+        "1",
+        "--test-limit",
+        "20",
+        "--iw-samples",
+        "10",
+        "--elbo-samples",
+        "2",
+        "--impute-images",
+        "0",
+        "--latent-dims",
+        "4",
+        "--hidden-dims",
+        "16",
+        "--no-figures",
+        "--no-progress",
+    ],
+    "evaluate dlgm": [
+        "--test-limit",
+        "20",
+        "--iw-samples",
+        "10",
+        "--elbo-samples",
+        "2",
+        "--impute-images",
+        "0",
+        "--no-figures",
+        "--no-progress",
+    ],
     "sample dlgm": ["--num", "10"],
 }
 """Per ``pyro-bdl`` command (its first two words), the flags appended when it runs."""

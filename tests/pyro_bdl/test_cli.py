@@ -77,6 +77,9 @@ def test_every_registered_command_loads_with_arguments_and_a_run():
         assert callable(command.add_arguments) and callable(command.run), entry.name
 
 
+MODEL_COMMANDS = ["train", "evaluate", "sample"]
+
+
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
@@ -93,8 +96,7 @@ def test_every_registered_command_loads_with_arguments_and_a_run():
         (["evaluate"], ["RUN", "--epochs, --fresh, --config are fixed by the run"]),
         (["sample"], ["--num NUM", "(default: 100)", "generative (they can sample): dlgm, m2, rbm"]),
     ],
-    ids=["pyro-bdl", "tour", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench", "train",
-         "evaluate", "sample"],  # fmt: skip
+    ids=["pyro-bdl", "tour", "data", "data-fetch", "data-list", "selfcheck", "info", "tune", "bench", *MODEL_COMMANDS],
 )
 def test_help_exits_zero_and_shows_the_defaults(capsys, command, shown):
     with pytest.raises(SystemExit) as exit_:

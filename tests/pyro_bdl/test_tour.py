@@ -155,7 +155,7 @@ def test_the_html_report_holds_the_numbers_text_and_figures(quick_tour, report):
     for key, entry in report["sections"].items():
         assert f'<h2 id="{key}">{html.escape(entry["title"])}</h2>' in page
         for name, value in entry["numbers"].items():
-            assert f"<td>{html.escape(name)}</td><td class=\"number\">{html.escape(format_value(value))}</td>" in page
+            assert f'<td>{html.escape(name)}</td><td class="number">{html.escape(format_value(value))}</td>' in page
         for relative in entry["figures"]:  # each figure inside the page, byte for byte
             encoded = base64.b64encode((quick_tour / relative).read_bytes()).decode("ascii")
             assert f'src="data:image/png;base64,{encoded}"' in page
