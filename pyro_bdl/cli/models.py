@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -183,6 +184,15 @@ def run_settings(model: str, run: Path) -> tuple[Path, dict[str, Any]]:
     return checkpoint, settings
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """:func:`~pyro_bdl.checkpoint.load_checkpoint` (``weights_only=True``); an unreadable file is one line."""
+    try:
+        return load_checkpoint(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(f"{path}: not a readable weights-only checkpoint ({first})") from None
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as handle:
         np.save(handle, array)
@@ -245,7 +255,7 @@ class _Evaluate:
         if {"-h", "--help"} & set(words):
             _run_example(module, prog, words)
         checkpoint, settings = run_settings(args.model, args.run)
-        load_checkpoint(checkpoint)  # weights_only=True: refuse a file that is not plain tensors and containers
+        read_checkpoint(checkpoint)  # weights_only=True: refuse a file that is not plain tensors and containers
         out = args.run / "evaluation"
         out.mkdir(parents=True, exist_ok=True)
         config = _settings_file(settings, out)
@@ -300,7 +310,7 @@ class _Sample:
             parsed = _run_example(module, f"{PROG} sample {args.model}", ["--config", str(config)], lenient=True)
         finally:
             config.unlink()
-        saved = load_checkpoint(checkpoint)
+        saved = read_checkpoint(checkpoint)
         images = entry.sampler(module, parsed, saved, args.num, torch.Generator().manual_seed(args.seed))
         out = args.out if args.out is not None else args.run / "samples_cli.png"
         if out.suffix != ".png":

@@ -109,6 +109,13 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
         assert error.count("\n") == 1 and "no checkpoint checkpoint.pt" in error and "pyro-bdl train dlgm" in error
     assert main(["evaluate", "dlgm", str(tmp_path / "empty"), "--epochs", "3"]) == 2
     assert "--epochs is fixed by the run" in capsys.readouterr().err
+    (tmp_path / "empty" / "checkpoint.pt").write_bytes(b"not a torch file")
+    assert main(["evaluate", "dlgm", str(tmp_path / "empty")]) == 2
+    assert "no results.json, so training has not finished" in capsys.readouterr().err
+    (tmp_path / "empty" / "results.json").write_text(json.dumps({"config": {"epochs": 1}}))
+    assert main(["evaluate", "dlgm", str(tmp_path / "empty")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "not a readable weights-only checkpoint" in error
 
 
 def test_help_of_a_model_shows_its_flags_and_defaults(capsys):
