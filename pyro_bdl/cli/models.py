@@ -158,20 +158,19 @@ def _run_example(module: ModuleType, prog: str, words: list[str], lenient: bool 
         return module.parse_args(words)
 
 
-def run_settings(model: str, run: Path) -> tuple[Path, dict[str, Any]]:
+def run_settings(model: str, module: ModuleType, run: Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint of a finished run in folder ``run`` and the settings its ``results.json`` recorded."""
-    module_checkpoint = "bayes_checkpoint.pt" if model == "bayes_binary" else "checkpoint.pt"
-    checkpoint = run / module_checkpoint
+    checkpoint = run / module.CHECKPOINT_NAME
     if not run.is_dir():
         raise CommandError(f"RUN {run}: no such folder (train first: {PROG} train {model} --out {run})")
     if not checkpoint.is_file():
         raise CommandError(
             f"RUN {run}: no checkpoint {checkpoint.name} there (train first: {PROG} train {model} --out {run})"
         )
-    results = run / "results.json"
+    results = run / module.RESULTS_NAME
     if not results.is_file():
         raise CommandError(
-            f"RUN {run}: no results.json, so training has not finished; resume it with {PROG} train {model} "
+            f"RUN {run}: no {results.name}, so training has not finished; resume it with {PROG} train {model} "
             f"--out {run} and the same flags"
         )
     record = json.loads(results.read_text(encoding="utf-8"))
@@ -198,8 +197,9 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def _settings_file(settings: dict[str, Any], folder: Path) -> Path:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=folder, delete=False, encoding="utf-8") as handle:
+def _settings_file(settings: dict[str, Any]) -> Path:
+    """A temporary JSON file of a run's settings, for ``--config`` (the caller removes it)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
         json.dump(settings, handle)
     return Path(handle.name)
 
@@ -254,11 +254,10 @@ class _Evaluate:
         prog = f"{PROG} evaluate {args.model} {args.run}"
         if {"-h", "--help"} & set(words):
             _run_example(module, prog, words)
-        checkpoint, settings = run_settings(args.model, args.run)
+        checkpoint, settings = run_settings(args.model, module, args.run)
         read_checkpoint(checkpoint)  # weights_only=True: refuse a file that is not plain tensors and containers
         out = args.run / "evaluation"
-        out.mkdir(parents=True, exist_ok=True)
-        config = _settings_file(settings, out)
+        config = _settings_file(settings)
         try:
             flags = ["--config", str(config), "--out", str(out), *MODELS[args.model].evaluation_flags, *words]
             parsed = _run_example(module, prog, flags, lenient=True)
@@ -303,18 +302,18 @@ class _Sample:
             )
         if args.num < 1:
             raise CommandError(f"--num must be a positive integer, got {args.num}")
+        out = args.out if args.out is not None else args.run / "samples_cli.png"
+        if out.suffix != ".png":
+            raise CommandError(f"--out must name a .png file, got {str(out)!r}")
         module = load_example(args.model)
-        checkpoint, settings = run_settings(args.model, args.run)
-        config = _settings_file(settings, args.run)
+        checkpoint, settings = run_settings(args.model, module, args.run)
+        config = _settings_file(settings)
         try:
             parsed = _run_example(module, f"{PROG} sample {args.model}", ["--config", str(config)], lenient=True)
         finally:
             config.unlink()
         saved = read_checkpoint(checkpoint)
         images = entry.sampler(module, parsed, saved, args.num, torch.Generator().manual_seed(args.seed))
-        out = args.out if args.out is not None else args.run / "samples_cli.png"
-        if out.suffix != ".png":
-            raise CommandError(f"--out must name a .png file, got {str(out)!r}")
         if images.dim() == 3:  # m2: (rows, classes, 784), one column per class
             class_samples_grid(images, out)
         else:
