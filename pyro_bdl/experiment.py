@@ -1,8 +1,9 @@
 """What every example and benchmark script shares: flags, environment capture, errors, resume.
 
-* :func:`add_common_arguments` adds ``--data``, ``--out``, ``--threads``, ``--seed`` and
-  ``--device`` (each one optional) to an ``argparse`` parser; :func:`make_parser` builds a
-  parser whose ``--help`` shows every default.
+* :func:`add_common_arguments` adds ``--data`` (with ``--sample-data``: the MNIST sample inside
+  the package), ``--out``, ``--threads``, ``--seed`` and ``--device`` (each one optional) to an
+  ``argparse`` parser; :func:`make_parser` builds a parser whose ``--help`` shows every default
+  and which reads ``--config FILE`` (JSON or TOML flag values, :mod:`pyro_bdl.config_file`).
 * :func:`environment` records where a number was measured: CPU model, core count, threads,
   Python / torch / pyro versions, the GPU if one was used. Every results JSON carries it,
   because timings and even UCI splits differ between machines.
