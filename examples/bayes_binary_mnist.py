@@ -108,7 +108,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the logits' update: BayesBiNN's natural gradient, or Adam on the logits",
     )
     parser.add_argument("--natural-lr", type=float, default=2e-3, help="natural-gradient step alpha at the start")
+    parser.add_argument(
+        "--bn-lr", type=float, default=None, help="Bayesian net: Adam rate of the batch norms (default: --lr-start)"
+    )
+    parser.add_argument("--max-logit", type=float, default=None, help="natural gradient: clip the logits to +-this")
     parser.add_argument("--bayes-lr", type=float, default=3e-2, help="Adam learning rate of the logits at the start")
+    parser.add_argument(
+        "--estimator",
+        choices=("relaxed", "mean"),
+        default="relaxed",
+        help="the guide's gradient estimator: Gumbel-softmax straight-through, or BayesBiNN's (through the mean)",
+    )
     parser.add_argument("--temperature", type=float, default=0.1, help="of the relaxed sample")
     parser.add_argument("--init-logit-scale", type=float, default=3.0, help="initial logits uniform in [-s, s]")
     parser.add_argument("--prior-probs", type=float, default=0.5, help="prior P(w = +1)")
@@ -137,6 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     positive = ("lr_start", "lr_end", "natural_lr", "bayes_lr", "temperature", "init_logit_scale", "likelihood_weight")
     for name in positive:
         if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("bn_lr", "max_logit"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not args.lr_end <= min(args.lr_start, args.bayes_lr):
         parser.error("--lr-end must not exceed --lr-start or --bayes-lr")
@@ -234,14 +247,17 @@ def bayes_model(args: argparse.Namespace) -> tuple[BNNClassifier, BernoulliMeanF
     else:
         net = BayesBinaryConvNet(1, args.width, args.hidden, 10, prior_probs=args.prior_probs)
     model = BNNClassifier(net, num_classes=10)
-    guide = BernoulliMeanFieldGuide(model, temperature=args.temperature, init_logit_scale=args.init_logit_scale)
+    guide = BernoulliMeanFieldGuide(model, temperature=args.temperature, estimator=args.estimator,
+                                    init_logit_scale=args.init_logit_scale)  # fmt: skip
     return model, guide
 
 
 def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict]:
     steps = args.epochs * math.ceil(len(data["train"][1]) / args.batch_size)
     if args.optimizer == "natural":  # the batch norms take Adam at BinaryNet's rate
-        optim = natural_gradient_optim(args.natural_lr, args.lr_start, lr_decay=decay(args, args.lr_start, steps))
+        bn_lr = args.bn_lr or args.lr_start
+        optim = natural_gradient_optim(args.natural_lr, bn_lr, lr_decay=decay(args, args.lr_start, steps),
+                                       max_logit=args.max_logit)  # fmt: skip
     else:
         lrd = decay(args, args.bayes_lr, steps)
         optim = pyro.optim.ClippedAdam({"lr": args.bayes_lr, "lrd": lrd, "clip_norm": 1e6})
