@@ -132,7 +132,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--calibration",
         type=int,
         default=5000,
-        help="training images on which each sampled network's batch norms are re-estimated (0: none)",
+        help="training images on which the batch norms of BinaryNet, of each sampled network and of the mode "
+        "are re-estimated after training (0: none, running statistics)",
     )
     parser.add_argument("--num-samples", type=int, default=16, help="posterior networks averaged in prediction")
     add_mnist_split_arguments(parser)
@@ -272,7 +273,12 @@ def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict
 
 
 class BayesPredictor:
-    """S posterior networks drawn once from the guide and packed (MLP), or replayed through ``Predictive`` (conv)."""
+    """S posterior networks drawn once from the guide and packed.
+
+    MLP: one batched packed ensemble. ConvNet with ``calibration``: S packed ConvNets, each with
+    its own re-estimated batch norms, run one after the other (a Python loop over samples, not
+    one batched pass); without ``calibration``, ``Predictive`` with the running statistics.
+    """
 
     def __init__(self, args: argparse.Namespace, model: BNNClassifier, guide: BernoulliMeanFieldGuide,
                  calibration: torch.Tensor | None) -> None:  # fmt: skip
@@ -287,6 +293,12 @@ class BayesPredictor:
             mode_net = posterior_mode_mlp(net, mode)
             export = export_packed_mlp
         else:
+            self.members = []
+            if calibration is not None:
+                per_layer = guide.by_layer(self.draws, layers)
+                for index in range(args.num_samples):
+                    member = posterior_mode_convnet(net, [weight[index] for weight in per_layer])
+                    self.members.append(export_packed_convnet(recalibrate_batch_norm(member, calibration)))
             mode_net = posterior_mode_convnet(net, mode)
             export = export_packed_convnet
         if calibration is not None:
@@ -298,12 +310,19 @@ class BayesPredictor:
         """(S, n, 10) logits of the S drawn networks."""
         if self.arch == "mlp":
             return torch.cat([self.ensemble(x[start : start + chunk]) for start in range(0, len(x), chunk)], dim=1)
+        if self.members:
+            return torch.stack([self.batched(member, x, chunk) for member in self.members])
         predictive = Predictive(self.model, posterior_samples=self.draws, parallel=True, return_sites=("logits",))
         return torch.cat([predictive(x[start : start + chunk])["logits"] for start in range(0, len(x), chunk)], 1)
 
+    @staticmethod
+    def batched(network, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """(n, 10) logits of one network, ``chunk`` inputs at a time."""
+        return torch.cat([network(x[start : start + chunk]) for start in range(0, len(x), chunk)])
+
     @torch.no_grad()
     def mode_logits(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
-        return torch.cat([self.mode(x[start : start + chunk]) for start in range(0, len(x), chunk)]).unsqueeze(0)
+        return self.batched(self.mode, x, chunk).unsqueeze(0)
 
 
 # ---------------------------------------------------------------- metrics
@@ -351,6 +370,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.methods in ("both", "binarynet"):
         started = time.perf_counter()
         model, history = train_binarynet(args, data)
+        if args.calibration:  # as for the Bayesian networks: running statistics flip sign activations
+            recalibrate_batch_norm(model, data["train"][0][: args.calibration])
         results["binarynet"] = {"history": history, "train_seconds": time.perf_counter() - started,
                                 **evaluate(lambda x: binarynet_logits(model, x), data)}  # fmt: skip
         print(summary("binarynet (max softmax)", results["binarynet"]))

@@ -13,10 +13,11 @@ TINY += ["--natural-lr", "0.05"]  # 24 steps on 1,200 images: a cold posterior a
 TINY += ["--no-progress"]
 
 
-@pytest.mark.parametrize("optimizer", ["natural", "adam"])
-def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer):
+@pytest.mark.parametrize(("optimizer", "estimator"), [("natural", "mean"), ("natural", "relaxed"), ("adam", "relaxed")])
+def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer, estimator):
     example = load_example("bayes_binary_mnist")
-    args = example.parse_args([*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--optimizer", optimizer])
+    flags = ["--data", str(mnist_root), "--out", str(tmp_path), "--optimizer", optimizer, "--estimator", estimator]
+    args = example.parse_args([*TINY, *flags])
     results = example.main(args)
     written = json.loads((tmp_path / "results.json").read_text())
     for method in ("binarynet", "bayes", "bayes_mode"):
@@ -34,6 +35,7 @@ def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer):
 def test_bad_flags_are_refused():
     example = load_example("bayes_binary_mnist")
     for flags in (["--natural-lr", "1.5"], ["--temperature", "0"], ["--calibration", "-1"], ["--arch", "rnn"],
-                  ["--likelihood-weight", "0"], ["--prior-probs", "1"]):  # fmt: skip
+                  ["--likelihood-weight", "0"], ["--prior-probs", "1"], ["--max-logit", "0"], ["--bn-lr", "-1"],
+                  ["--estimator", "gumbel"]):  # fmt: skip
         with pytest.raises(SystemExit):
             example.parse_args(flags)
