@@ -19,6 +19,11 @@ to the prior by ``1 - lr`` per step: BayesBiNN's ``lambda <- (1 - alpha) lambda 
 logit grows (the straight-through gradient ``dL/dl`` shrinks like ``1 - mu^2``, and the division
 undoes it), so confident weights can still flip when the data ask for it.
 
+With the guide's ``estimator="mean"`` (:mod:`pyro_bdl.layers.sign_bernoulli`) the data part of
+``dL/dl`` is ``g dmu/dl`` with ``g = dL/dw`` at the hard sample, so the step is exactly BayesBiNN's
+``lambda <- (1 - alpha) lambda - alpha (N g - lambda_0)`` for every weight, however confident.
+``max_logit`` bounds the logits (below 100, where ``1 - mu^2`` underflows in float32).
+
 :class:`SignBernoulliNaturalGradient` is a torch optimizer; parameters in a group with
 ``natural=False`` (batch-norm scales, biases) take a plain Adam step. :func:`natural_gradient_optim`
 wraps it for Pyro (``SVI``, :func:`~pyro_bdl.inference.fit`), natural for the guide's logits.
