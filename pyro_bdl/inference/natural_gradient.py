@@ -19,6 +19,11 @@ to the prior by ``1 - lr`` per step: BayesBiNN's ``lambda <- (1 - alpha) lambda 
 logit grows (the straight-through gradient ``dL/dl`` shrinks like ``1 - mu^2``, and the division
 undoes it), so confident weights can still flip when the data ask for it.
 
+With the guide's ``estimator="mean"`` (:mod:`pyro_bdl.layers.sign_bernoulli`) the data part of
+``dL/dl`` is ``g dmu/dl`` with ``g = dL/dw`` at the hard sample, so the step is exactly BayesBiNN's
+``lambda <- (1 - alpha) lambda - alpha (N g - lambda_0)`` for every weight, however confident.
+``max_logit`` bounds the logits (below 100, where ``1 - mu^2`` underflows in float32).
+
 :class:`SignBernoulliNaturalGradient` is a torch optimizer; parameters in a group with
 ``natural=False`` (batch-norm scales, biases) take a plain Adam step. :func:`natural_gradient_optim`
 wraps it for Pyro (``SVI``, :func:`~pyro_bdl.inference.fit`), natural for the guide's logits.
@@ -47,16 +52,24 @@ class SignBernoulliNaturalGradient(torch.optim.Optimizer):
         eps: Adam's denominator term, for the other parameters.
         lr_decay: ``lr`` is multiplied by this after every step (1: constant).
         natural: whether the parameters are SignBernoulli logits.
+        max_logit: natural parameters are clipped to ``[-max_logit, max_logit]`` after each step
+            (``None``: no clipping); the logits' counterpart of BinaryNet's clipping of its latent
+            weights to [-1, 1]. It keeps ``1 - mu^2`` (about ``4 exp(-|l|)``) from underflowing in
+            float32 (near ``|l| = 100``), where the gradients through ``mu`` and the analytic KL
+            would vanish and the weight would freeze.
     """
 
     def __init__(self, params, lr: float = 1e-3, beta: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, lr_decay: float = 1.0, natural: bool = True) -> None:  # fmt: skip
+                 eps: float = 1e-8, lr_decay: float = 1.0, natural: bool = True,
+                 max_logit: float | None = None) -> None:  # fmt: skip
         check_positive("lr", lr)
+        check_positive("max_logit", max_logit, allow_none=True)
         if not 0 <= beta < 1:
             raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
         if not 0 < lr_decay <= 1:
             raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay!r}")
-        defaults = {"lr": lr, "beta": beta, "betas": betas, "eps": eps, "lr_decay": lr_decay, "natural": natural}
+        defaults = {"lr": lr, "beta": beta, "betas": betas, "eps": eps, "lr_decay": lr_decay, "natural": natural,
+                    "max_logit": max_logit}  # fmt: skip
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -83,6 +96,8 @@ class SignBernoulliNaturalGradient(torch.optim.Optimizer):
         momentum = state["momentum"]
         momentum.mul_(group["beta"]).add_(natural, alpha=1 - group["beta"])
         p.sub_(group["lr"] * momentum)
+        if group["max_logit"] is not None:
+            p.clamp_(-group["max_logit"], group["max_logit"])
 
     @staticmethod
     def _adam_step(p: torch.Tensor, state: dict, group: dict) -> None:
@@ -98,7 +113,7 @@ class SignBernoulliNaturalGradient(torch.optim.Optimizer):
 
 
 def natural_gradient_optim(lr: float, other_lr: float, *, beta: float = 0.9, lr_decay: float = 1.0,
-                           prefix: str = "logits.") -> PyroOptim:  # fmt: skip
+                           max_logit: float | None = None, prefix: str = "logits.") -> PyroOptim:  # fmt: skip
     """A Pyro optimizer: BayesBiNN's natural step for the params named ``prefix...``, Adam for the rest.
 
     Args:
@@ -106,12 +121,15 @@ def natural_gradient_optim(lr: float, other_lr: float, *, beta: float = 0.9, lr_
         other_lr: Adam's rate for every other param (batch norms).
         beta: momentum of the natural gradient.
         lr_decay: both rates are multiplied by this after every step.
+        max_logit: the logits' clipping bound (:class:`SignBernoulliNaturalGradient`; ``None``: none).
         prefix: the name prefix of :class:`~pyro_bdl.models.bayes_binary.BernoulliMeanFieldGuide`'s logits.
     """
     check_positive("other_lr", other_lr)
+    check_positive("max_logit", max_logit, allow_none=True)
 
     def per_param(name: str) -> dict:
         natural = name.startswith(prefix)
-        return {"lr": lr if natural else other_lr, "beta": beta, "lr_decay": lr_decay, "natural": natural}
+        return {"lr": lr if natural else other_lr, "beta": beta, "lr_decay": lr_decay, "natural": natural,
+                "max_logit": max_logit}  # fmt: skip
 
     return PyroOptim(SignBernoulliNaturalGradient, per_param)

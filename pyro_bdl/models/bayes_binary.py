@@ -159,6 +159,9 @@ class BernoulliMeanFieldGuide(PyroModule):
             :mod:`~pyro_bdl.layers.sign_bernoulli`); gradients scale as ``1 / temperature``
             near the decision boundary. ``None``: plain (non-reparameterised) draws, for the
             unbiased score-function gradients of ``Trace_ELBO`` (high variance; small models).
+        estimator: ``"relaxed"`` (the Gumbel-softmax straight-through sample at ``temperature``)
+            or ``"mean"`` (BayesBiNN's estimator as its code runs it: the gradient of the hard
+            sample flows through ``mu = tanh(phi / 2)``; ``temperature`` unused).
         init_logit_scale: initial logits uniform in ``[-scale, scale]`` (BinaryNet's latent
             weights start uniform in [-1, 1]); ignored for sites in ``init_logits``.
         init_logits: ``{site: logits}`` to start from, e.g. a pretrained BinaryNet's
@@ -168,10 +171,12 @@ class BernoulliMeanFieldGuide(PyroModule):
     ``{site: +-1 weights}``. Logits are Pyro params named ``"logits.<site with . -> __>"``.
     """
 
-    def __init__(self, model: nn.Module, *, temperature: float | None = 1.0, init_logit_scale: float = 1.0,
+    def __init__(self, model: nn.Module, *, temperature: float | None = 1.0, estimator: str = "relaxed",
+                 init_logit_scale: float = 1.0,
                  init_logits: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.temperature = check_positive("temperature", temperature, allow_none=True)
+        self.estimator = SignBernoulli(torch.zeros(()), estimator=estimator).estimator  # checks the name
         check_positive("init_logit_scale", init_logit_scale)
         sites = weight_sites(model)
         if not sites:
@@ -197,15 +202,15 @@ class BernoulliMeanFieldGuide(PyroModule):
         """The variational logits of ``site``, (*weight shape)."""
         return getattr(self.logits, _attribute(site))
 
-    def distribution(self, site: str, temperature: float | None = None) -> SignBernoulli:
-        """q of ``site``'s weights, batch shape the weight's shape; ``temperature`` None samples without gradients."""
-        return SignBernoulli(self.site_logits(site), temperature)
+    def distribution(self, site: str, temperature: float | None = None, estimator: str = "relaxed") -> SignBernoulli:
+        """q of ``site``'s weights, batch shape the weight's shape; with the defaults it samples without gradients."""
+        return SignBernoulli(self.site_logits(site), temperature, estimator=estimator)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 obs_mask: torch.Tensor | None = None, num_data: int | None = None) -> dict:  # fmt: skip
         """Sample every weight site (the arguments are the model's, unused); returns ``{site: +-1 weights}``."""
         return {
-            site: pyro.sample(site, self.distribution(site, self.temperature).to_event(len(shape)))
+            site: pyro.sample(site, self.distribution(site, self.temperature, self.estimator).to_event(len(shape)))
             for site, shape in self.sites.items()
         }
 

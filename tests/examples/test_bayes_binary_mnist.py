@@ -4,7 +4,9 @@ import json
 import math
 
 import pytest
+import torch
 
+from pyro_bdl.networks.packed_ensemble import posterior_mode_convnet, recalibrate_batch_norm
 from tests.examples.helpers import load_example
 
 TINY = ["--hidden", "32", "--limit", "1500", "--validation", "300", "--test-limit", "300", "--num-samples", "3"]
@@ -13,10 +15,11 @@ TINY += ["--natural-lr", "0.05"]  # 24 steps on 1,200 images: a cold posterior a
 TINY += ["--no-progress"]
 
 
-@pytest.mark.parametrize("optimizer", ["natural", "adam"])
-def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer):
+@pytest.mark.parametrize(("optimizer", "estimator"), [("natural", "mean"), ("natural", "relaxed"), ("adam", "relaxed")])
+def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer, estimator):
     example = load_example("bayes_binary_mnist")
-    args = example.parse_args([*TINY, "--data", str(mnist_root), "--out", str(tmp_path), "--optimizer", optimizer])
+    flags = ["--data", str(mnist_root), "--out", str(tmp_path), "--optimizer", optimizer, "--estimator", estimator]
+    args = example.parse_args([*TINY, *flags])
     results = example.main(args)
     written = json.loads((tmp_path / "results.json").read_text())
     for method in ("binarynet", "bayes", "bayes_mode"):
@@ -34,6 +37,27 @@ def test_both_methods_train_and_report(tmp_path, mnist_root, optimizer):
 def test_bad_flags_are_refused():
     example = load_example("bayes_binary_mnist")
     for flags in (["--natural-lr", "1.5"], ["--temperature", "0"], ["--calibration", "-1"], ["--arch", "rnn"],
-                  ["--likelihood-weight", "0"], ["--prior-probs", "1"]):  # fmt: skip
+                  ["--likelihood-weight", "0"], ["--prior-probs", "1"], ["--max-logit", "0"], ["--bn-lr", "-1"],
+                  ["--estimator", "gumbel"]):  # fmt: skip
         with pytest.raises(SystemExit):
             example.parse_args(flags)
+
+
+def test_conv_ensemble_members_are_packed_networks_with_their_own_batch_norms(tmp_path, mnist_root):
+    """ConvNet with calibration images: S packed ConvNets; each equals its float twin with re-estimated norms."""
+    example = load_example("bayes_binary_mnist")
+    flags = ["--arch", "conv", "--width", "4", "--hidden", "16", "--epochs", "1", "--num-samples", "2"]
+    args = example.parse_args([*TINY, *flags, "--data", str(mnist_root), "--out", str(tmp_path)])
+    data = example.load_data(args)
+    model, guide = example.bayes_model(args)
+    calibration = data["train"][0][:300]
+    predictor = example.BayesPredictor(args, model, guide, calibration)
+    assert len(predictor.members) == 2
+    x = data["valid"][0][:50]
+    logits = predictor.logits(x, chunk=20)
+    assert logits.shape == (2, 50, 10)
+    layers = [layer for _, layer in example.bayesian_binary_layers(model.net)]
+    second = [weight[1] for weight in guide.by_layer(predictor.draws, layers)]
+    twin = recalibrate_batch_norm(posterior_mode_convnet(model.net, second), calibration)
+    with torch.no_grad():
+        torch.testing.assert_close(logits[1], twin(x), rtol=1e-4, atol=1e-4)

@@ -9,6 +9,7 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 
 from pyro_bdl.inference.natural_gradient import SignBernoulliNaturalGradient, natural_gradient_optim
 from pyro_bdl.layers.bayes_binary import BayesianBinaryLinear
+from pyro_bdl.layers.sign_bernoulli import SignBernoulli
 from pyro_bdl.models.bayes_binary import BernoulliMeanFieldGuide
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
@@ -35,6 +36,30 @@ def test_the_step_survives_confident_logits():
     assert bool(torch.isfinite(logits).all())
 
 
+def test_with_the_mean_estimator_the_natural_step_is_the_straight_through_gradient():
+    """BayesBiNN's lambda <- lambda - alpha N g (l = 2 lambda): the step is 2 lr g for every logit, confident or not."""
+    logits = torch.tensor([0.0, 3.0, -8.0, 30.0, -30.0], requires_grad=True)
+    g = torch.tensor([1.0, -2.0, 0.5, 4.0, -1.0])
+    optimizer = SignBernoulliNaturalGradient([logits], lr=0.1, beta=0.0)
+    before = logits.detach().clone()
+    (SignBernoulli(logits, estimator="mean").rsample() * g).sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(logits.detach(), before - 0.2 * g, rtol=1e-5, atol=1e-5)
+
+
+def test_max_logit_clips_the_natural_parameters_only():
+    logits = torch.nn.Parameter(torch.tensor([0.0, 9.5, -9.5]))
+    other = torch.nn.Parameter(torch.tensor([9.5]))
+    optimizer = SignBernoulliNaturalGradient(
+        [{"params": [logits]}, {"params": [other], "natural": False}], lr=0.5, beta=0.0, max_logit=10.0
+    )
+    (logits * torch.tensor([0.0, -100.0, 100.0])).sum().backward()
+    (-100 * other).sum().backward()
+    optimizer.step()
+    assert logits.detach().tolist() == [0.0, 10.0, -10.0]
+    assert float(other.detach()) > 9.5
+
+
 def test_other_parameters_take_adam_steps():
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = SignBernoulliNaturalGradient([weight], lr=0.1, natural=False)
@@ -45,7 +70,13 @@ def test_other_parameters_take_adam_steps():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"lr": 0.0}, "lr"), ({"beta": 1.0}, "beta"), ({"lr_decay": 0.0}, "lr_decay"), ({"lr_decay": 2.0}, "lr_decay")],
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"beta": 1.0}, "beta"),
+        ({"lr_decay": 0.0}, "lr_decay"),
+        ({"lr_decay": 2.0}, "lr_decay"),
+        ({"max_logit": 0.0}, "max_logit"),
+    ],
 )
 def test_bad_hyperparameters_are_one_line_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

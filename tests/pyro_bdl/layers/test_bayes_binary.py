@@ -65,6 +65,35 @@ def test_straight_through_gradient_reaches_logits():
     assert torch.isfinite(logits.grad).all() and bool((logits.grad != 0).all())
 
 
+def test_mean_estimator_gives_hard_samples_and_the_gradient_through_the_mean():
+    """estimator="mean": value sign(z), d/dl = g * dmu/dl = 2 g sigmoid(l) sigmoid(-l), also for confident logits."""
+    logits = torch.tensor([0.0, 2.0, -5.0, 30.0, -30.0, 60.0], requires_grad=True)
+    g = torch.tensor([1.0, -2.0, 3.0, 0.5, -0.5, 1.5])
+    value = SignBernoulli(logits, estimator="mean").rsample()
+    assert torch.equal(value.detach().abs(), torch.ones(6))
+    (value * g).sum().backward()
+    l64 = logits.detach().double()
+    expected = g.double() * 2 * torch.sigmoid(l64) * torch.sigmoid(-l64)
+    torch.testing.assert_close(logits.grad.double(), expected, rtol=1e-5, atol=0)
+    assert bool((logits.grad != 0).all())
+
+
+def test_kl_gradient_keeps_its_precision_for_confident_logits():
+    """dKL/dl_q = sigmoid(l_q) sigmoid(-l_q) (l_q - l_p), also where sigmoid(l_q) rounds to 1 in float32."""
+    q_logits = torch.tensor([25.0, 40.0, -25.0, -40.0, 1.0], requires_grad=True)
+    p_logits = torch.tensor([0.5, -1.0, 0.0, 2.0, -1.0])
+    kl_divergence(SignBernoulli(q_logits), SignBernoulli(p_logits)).sum().backward()
+    lq, lp = q_logits.detach().double(), p_logits.double()
+    expected = torch.sigmoid(lq) * torch.sigmoid(-lq) * (lq - lp)
+    torch.testing.assert_close(q_logits.grad.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_bad_estimator_is_one_line_error():
+    with pytest.raises(ValueError, match="estimator") as error:
+        SignBernoulli(torch.zeros(2), estimator="gumbel")
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
 def test_bad_temperature_is_one_line_error(temperature):
     with pytest.raises(ValueError, match="temperature"):
