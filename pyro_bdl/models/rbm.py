@@ -55,6 +55,10 @@ ACTIVATION_KEY = "hidden_activation"
 """Key of ``site["infer"]`` holding the hidden pre-activations ``b + v.W`` (batch, H) of a factor site,
 computed once for ``F(v)`` and reused by the CD loss to sample ``h | v`` (no second matmul)."""
 
+PARAMS_KEY = "parameters"
+"""Key of ``site["infer"]`` holding ``(weight, visible_bias, hidden_bias)`` as the factor read them (read once
+per model call; the CD loss uses the same tensors)."""
+
 VISIBLE_UNITS = ("bernoulli", "gaussian")
 
 ENUMERATION_LIMIT = 24
@@ -116,8 +120,13 @@ class RBM(PyroModule):
         """``F(v)`` of visible rows ``v`` (..., D) -> (...); differentiable in the parameters and ``v``.
 
         ``activation``: ``hidden_activation(v)`` if already computed (it is not recomputed)."""
-        visible_bias = self.visible_bias
-        hidden = F.softplus(self.hidden_activation(v) if activation is None else activation).sum(-1)
+        return self.free_energy_from(v, self.hidden_activation(v) if activation is None else activation,
+                                     self.visible_bias)  # fmt: skip
+
+    def free_energy_from(self, v: torch.Tensor, activation: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
+        """``F(v)`` (...) from the pre-activations ``b + v.W`` (..., H) and the visible biases ``a`` (D,) given:
+        ``-a.v - sum_j softplus(activation_j)`` (``|v - a|^2 / 2 - ...`` for Gaussian units)."""
+        hidden = F.softplus(activation).sum(-1)
         if self.visible == "gaussian":
             return 0.5 * (v - visible_bias).pow(2).sum(-1) - hidden
         return -(v @ visible_bias) - hidden
@@ -190,10 +199,11 @@ class RBM(PyroModule):
         Call it inside the caller's plate over rows; the site is tagged for the CD loss.
         """
         name = self.site_name if name is None else name
-        activation = self.hidden_activation(v)
-        tags = {RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation}
+        params = weight, visible_bias, hidden_bias = self.params()
+        activation = _affine(hidden_bias, v, weight)
+        tags = {RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params}
         with poutine.infer_config(config_fn=lambda msg: tags if msg["name"] == name else {}):
-            pyro.factor(name, -self.free_energy(v, activation))
+            pyro.factor(name, -self.free_energy_from(v, activation, visible_bias))
 
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> torch.Tensor:  # fmt: skip
@@ -302,5 +312,6 @@ def all_states(units: int) -> torch.Tensor:
 
 
 __all__ = [
-    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide", "all_states",
+    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "PARAMS_KEY", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide",
+    "all_states",
 ]  # fmt: skip
