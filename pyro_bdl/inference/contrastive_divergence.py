@@ -50,6 +50,9 @@ class ContrastiveDivergence(ELBO):
             (:class:`_ClosedFormCD`: the two weight-gradient matmuls fused as in a hand-written
             loop) instead of autograd through both free energies; the same gradient up to
             rounding. Masked sites, or sites scaled by a tensor, always take the autograd path.
+            :meth:`loss_and_grads` adds the gradient of RBM parameters that are leaves straight
+            into their ``.grad`` (in-place matmuls, no autograd node: tensor hooks on those
+            parameters are not called); :meth:`differentiable_loss` goes through autograd.
 
     References:
         Hinton (2002), Training products of experts by minimizing contrastive divergence.
@@ -122,12 +125,15 @@ class ContrastiveDivergence(ELBO):
         self.chains[name] = rbm.sweep_from_activation(activation)
         return chains, activation
 
-    def _rbm_term(self, name: str, site: dict) -> torch.Tensor:
+    def _rbm_term(self, name: str, site: dict, accumulate: float | None = None) -> torch.Tensor:
         """The CD surrogate ``s * B * (mean F(v_data) - mean F(v_neg))`` of one RBM site (a scalar).
 
         With ``closed_form`` (and an unmasked site of constant scale, the factor's parameters and
         pre-activations in ``site["infer"]``), one :class:`_ClosedFormCD` node carries its gradient;
-        otherwise autograd runs through both free energies."""
+        otherwise autograd runs through both free energies. ``accumulate`` (from :meth:`loss_and_grads`,
+        ``1 / num_particles``): when the parameters are leaves and the rows constant, their gradient
+        times ``accumulate`` is added straight into ``.grad`` (two in-place matmuls for the weight, no
+        autograd node) and the value is returned detached."""
         infer = site["infer"]
         rbm, visible = infer[RBM_KEY], infer[VISIBLE_KEY]
         params = infer.get(PARAMS_KEY) or rbm.params()
@@ -143,18 +149,29 @@ class ContrastiveDivergence(ELBO):
         value = (-site["log_prob_sum"] - weight_negative * free_negative).detach()
         if not torch.is_grad_enabled():
             return value
-        positive = torch.sigmoid(infer[ACTIVATION_KEY].detach())
-        return _ClosedFormCD.apply(value, *params, visible, positive, negative, torch.sigmoid(activation),
-                                   scale, weight_negative, rbm.visible == "gaussian")  # fmt: skip
+        positive, negative_probs = torch.sigmoid(infer[ACTIVATION_KEY].detach()), torch.sigmoid(activation)
+        gaussian = rbm.visible == "gaussian"
+        if accumulate is not None and not visible.requires_grad and all(p.is_leaf and p.requires_grad for p in params):
+            with torch.no_grad():
+                grads = _cd_gradients(params, visible, positive, negative, negative_probs, scale * accumulate,
+                                      weight_negative * accumulate, gaussian, (True, True, True, False),
+                                      [p.grad for p in params])  # fmt: skip
+            for param, grad in zip(params, grads, strict=False):
+                if param.grad is None:
+                    param.grad = grad
+            return value
+        return _ClosedFormCD.apply(value, *params, visible, positive, negative, negative_probs,
+                                   scale, weight_negative, gaussian)  # fmt: skip
 
-    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[float, torch.Tensor]:
+    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace,
+                                      accumulate: float | None = None) -> tuple[float, torch.Tensor]:  # fmt: skip
         """``(loss, surrogate)`` of one particle: the CD terms of the RBM sites, ``Trace_ELBO`` for the rest."""
         surrogate = torch.zeros(())
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
             if RBM_KEY in site["infer"]:
-                surrogate = surrogate + self._rbm_term(name, site)
+                surrogate = surrogate + self._rbm_term(name, site, accumulate)
             else:
                 surrogate = surrogate - site["log_prob_sum"]  # -log p of every other site, scaled
         for name, site in guide_trace.nodes.items():
@@ -167,9 +184,10 @@ class ContrastiveDivergence(ELBO):
                 surrogate = surrogate + entropy_term.sum()
         return torch_item(surrogate), surrogate
 
-    def _particles(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+    def _particles(self, model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                   accumulate: float | None = None):  # fmt: skip
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            yield self._differentiable_loss_particle(model_trace, guide_trace)
+            yield self._differentiable_loss_particle(model_trace, guide_trace, accumulate)
 
     # ------------------------------------------------------------------ the ELBO interface
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
@@ -188,7 +206,8 @@ class ContrastiveDivergence(ELBO):
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         """Backward through the surrogate of each particle; returns the value (a float)."""
         loss = 0.0
-        for value, surrogate in self._particles(model, guide, args, kwargs):
+        accumulate = 1.0 / self.num_particles if self.closed_form else None
+        for value, surrogate in self._particles(model, guide, args, kwargs, accumulate):
             loss += value / self.num_particles
             if surrogate.requires_grad:
                 (surrogate / self.num_particles).backward(retain_graph=self.retain_graph)
@@ -219,22 +238,37 @@ class _ClosedFormCD(torch.autograd.Function):
     def backward(ctx, grad):
         weight, visible_bias, visible, positive, negative, negative_probs = ctx.saved_tensors
         weight_positive, weight_negative = (grad * w for w in ctx.weights)
-        positive, negative_probs = positive * weight_positive, negative_probs * weight_negative
         needs = ctx.needs_input_grad
-        grads = [None] * 11
-        if needs[1]:
-            grads[1] = torch.addmm(negative.T @ negative_probs, visible.detach().T, positive, alpha=-1)
-        if needs[2]:
-            data, chains = visible.detach(), negative
-            if ctx.gaussian:
-                data, chains = data - visible_bias, chains - visible_bias
-            grads[2] = weight_negative * chains.sum(0) - weight_positive * data.sum(0)
-        if needs[3]:
-            grads[3] = negative_probs.sum(0) - positive.sum(0)
-        if needs[4]:
-            field = visible - visible_bias if ctx.gaussian else -visible_bias
-            grads[4] = weight_positive * field - positive @ weight.T
-        return tuple(grads)
+        grads = _cd_gradients((weight, visible_bias), visible, positive, negative, negative_probs, weight_positive,
+                              weight_negative, ctx.gaussian, needs[1:5])  # fmt: skip
+        return (None, *grads, None, None, None, None, None, None)
+
+
+def _cd_gradients(params: tuple, visible: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                  negative_probs: torch.Tensor, weight_positive, weight_negative, gaussian: bool, needs: tuple,
+                  into: list | None = None) -> list:  # fmt: skip
+    """``dL/d(weight, visible_bias, hidden_bias, visible)`` of ``L = c+ sum F(v) - c- sum F(v_neg)`` (see
+    :class:`_ClosedFormCD`; None where ``needs`` is False), added in place to the tensors of ``into`` where
+    given (``.grad`` of the parameters): the weight's by two in-place matmuls."""
+    weight, visible_bias = params[0], params[1]
+    into = into or [None] * 3
+    positive, negative_probs = positive * weight_positive, negative_probs * weight_negative
+    data = visible.detach()
+    grads: list = [None] * 4
+    if needs[0]:
+        grad = torch.mm(negative.T, negative_probs) if into[0] is None else into[0].addmm_(negative.T, negative_probs)
+        grads[0] = grad.addmm_(data.T, positive, alpha=-1)
+    if needs[1]:
+        rows, chains = (data - visible_bias, negative - visible_bias) if gaussian else (data, negative)
+        grad = weight_negative * chains.sum(0) - weight_positive * rows.sum(0)
+        grads[1] = grad if into[1] is None else into[1].add_(grad)
+    if needs[2]:
+        grad = negative_probs.sum(0) - positive.sum(0)
+        grads[2] = grad if into[2] is None else into[2].add_(grad)
+    if needs[3]:
+        field = visible - visible_bias if gaussian else -visible_bias
+        grads[3] = weight_positive * field - positive @ weight.detach().T
+    return grads
 
 
 __all__ = ["ContrastiveDivergence"]

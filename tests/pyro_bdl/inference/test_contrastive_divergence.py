@@ -229,3 +229,25 @@ def test_masked_rbm_sites_take_the_autograd_path():
     negative = rbm.gibbs(data, 1)
     expected = rbm.free_energy(data[mask]).sum() - rbm.free_energy(negative).sum()
     torch.testing.assert_close(gradient(rbm, masked), gradient(rbm, expected))
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_loss_and_grads_adds_the_same_gradient_into_grad(visible):
+    """loss_and_grads' direct accumulation into ``.grad`` (2 particles, PCD, gradients already present) equals
+    the autograd path's, and returns the same value."""
+    torch.manual_seed(0)
+    rbm = RBM(10, 6, visible=visible, init_scale=0.5).double()
+    data = torch.bernoulli(torch.full((5, 10), 0.5, dtype=torch.float64))
+    results = []
+    for closed_form in (True, False):
+        for param in rbm.parameters():
+            param.grad = torch.ones_like(param)
+        loss = ContrastiveDivergence(1, persistent=True, num_chains=3, num_particles=2, closed_form=closed_form)
+        torch.manual_seed(4)
+        values = [loss.loss_and_grads(poutine.scale(rbm, 0.5), RBMGuide(), data) for _ in range(2)]
+        results.append((values, [param.grad.clone() for param in rbm.parameters()]))
+    (values, grads), (values_ref, grads_ref) = results
+    assert values == pytest.approx(values_ref)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref)
+    assert (grads[0] - 1).abs().max() > 0.01
