@@ -154,7 +154,7 @@ class RBM(PyroModule):
     def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
         """``v ~ p(v | h)`` (..., D) of hidden rows (..., H)."""
         mean = self.visible_mean(h)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else torch.bernoulli(mean)
+        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(mean)
 
     @torch.no_grad()
     def gibbs(self, v: torch.Tensor, steps: int = 1) -> torch.Tensor:
@@ -176,9 +176,9 @@ class RBM(PyroModule):
         return self._sweep_from(activation.detach(), weight, visible_bias)
 
     def _sweep_from(self, activation: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
-        h = torch.bernoulli(torch.sigmoid(activation))
+        h = bernoulli(torch.sigmoid(activation))
         mean = _affine(visible_bias, h, weight.T)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else torch.bernoulli(torch.sigmoid(mean))
+        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
 
     @torch.no_grad()
     def sample(self, num_chains: int, steps: int = 1000, *, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,7 +188,7 @@ class RBM(PyroModule):
         if init is None:
             shape = (num_chains, self.data_dim)
             dtype = self.weight.dtype
-            init = torch.randn(shape, dtype=dtype) if self.visible == "gaussian" else torch.bernoulli(
+            init = torch.randn(shape, dtype=dtype) if self.visible == "gaussian" else bernoulli(
                 torch.full(shape, 0.5, dtype=dtype))  # fmt: skip
         return self.gibbs(init, steps)
 
@@ -277,7 +277,7 @@ class RBM(PyroModule):
     def reconstruction_error(self, v: torch.Tensor) -> torch.Tensor:
         """Squared error (rows,) between ``v`` (rows, D) and ``E[v | h]`` with ``h ~ p(h | v)``; a monitor only."""
         v = self.check_visible(v, "v")
-        h = torch.bernoulli(self.hidden_probs(v))
+        h = bernoulli(self.hidden_probs(v))
         return (self.visible_mean(h) - v).pow(2).sum(-1)
 
 
@@ -287,6 +287,12 @@ class RBMGuide(nn.Module):
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> None:  # fmt: skip
         """Accepts the model's call and samples nothing."""
+
+
+def bernoulli(probs: torch.Tensor) -> torch.Tensor:
+    """Bits ``u < p`` (same shape and dtype as ``probs``), ``u`` uniform on [0, 1): Bernoulli(p) draws, about 3x
+    faster on CPU than ``torch.bernoulli`` (the Gibbs sweeps' cost besides their matmuls)."""
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
 def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -313,5 +319,5 @@ def all_states(units: int) -> torch.Tensor:
 
 __all__ = [
     "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "PARAMS_KEY", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide",
-    "all_states",
+    "all_states", "bernoulli",
 ]  # fmt: skip
