@@ -32,9 +32,9 @@ from __future__ import annotations
 import itertools
 
 import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.distributions.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
@@ -201,9 +201,10 @@ class RBM(PyroModule):
         name = self.site_name if name is None else name
         params = weight, visible_bias, hidden_bias = self.params()
         activation = _affine(hidden_bias, v, weight)
-        tags = {RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params}
-        with poutine.infer_config(config_fn=lambda msg: tags if msg["name"] == name else {}):
-            pyro.factor(name, -self.free_energy_from(v, activation, visible_bias))
+        # pyro.factor's site, spelled out so that the tags ride in its infer dict (no extra handler)
+        unit = dist.Unit(-self.free_energy_from(v, activation, visible_bias))
+        infer = {"is_auxiliary": True, RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params}
+        pyro.sample(name, unit, obs=unit.sample(), infer=infer)
 
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> torch.Tensor:  # fmt: skip
