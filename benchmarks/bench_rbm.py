@@ -60,6 +60,7 @@ from pyro_bdl.experiment import (
 )
 from pyro_bdl.inference import ContrastiveDivergence, ais_log_partition, base_rate_bias
 from pyro_bdl.models import RBM, RBMGuide
+from pyro_bdl.models.rbm import bernoulli
 
 TARGET_VS_PLAIN, TARGET_VS_SKLEARN = 1.2, 2.5
 PYRO, PLAIN, SKLEARN = "pyro SVI + ContrastiveDivergence", "plain PyTorch", "scikit-learn BernoulliRBM"
@@ -116,7 +117,7 @@ def plain_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> Calla
         weight.grad = torch.addmm(chains.T @ negative, v.T, positive, beta=1 / chains.shape[0], alpha=-1 / v.shape[0])
         visible_bias.grad = chains.mean(0) - v.mean(0)
         hidden_bias.grad = negative.mean(0) - positive.mean(0)
-        chains = torch.bernoulli(torch.sigmoid(torch.addmm(visible_bias, torch.bernoulli(negative), weight.T)))
+        chains = bernoulli(torch.sigmoid(torch.addmm(visible_bias, bernoulli(negative), weight.T)))
         optimizer.step()
         return 0.0
 

@@ -21,9 +21,10 @@ Scoring: ``log Z`` by AIS from the base-rate model of the training data (``--ais
 inverse temperatures on Salakhutdinov & Murray's schedule, ``--ais-runs`` runs), reported with
 its standard error and the effective sample size of the weights; then AIS again with another
 seed and 4x the temperatures (``--ais-check``, on by default): a low ESS makes AIS flatter the
-model, and the two estimates must agree (for the headline model: the first average if
-``--ema`` is given, else the trained parameters). Train and held-out log-likelihood are
-``mean(-F(v)) - log Z``.
+model, and the two estimates must agree (for the headline model: with ``--validation`` and
+``--score-test`` the model, trained or averaged, with the best validation log-likelihood under
+the same log Z; otherwise the first average if ``--ema`` is given, else the trained parameters).
+Train and held-out log-likelihood are ``mean(-F(v)) - log Z``.
 
 A checkpoint is written to ``<out>/checkpoint.pt`` after every epoch (exact resume, PCD chains
 included); results (per-epoch monitors, AIS, settings, machine) to ``<out>/results.json``,
@@ -125,21 +126,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and held-out images (n, 784), each set binarised once with its documented seed.
+def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Training and held-out images (n, 784), each set binarised once with its documented seed, and the
+    validation images when the test set is scored too (else None).
 
     With ``--validation N`` the training rows are the first images but the last N (binarised with the
     whole training set, so they are the same bits as in a full run), held out unless ``--score-test``,
-    and the test set is not loaded unless ``--score-test``."""
+    and the test set is not loaded unless ``--score-test`` (then the N rows come third: each model's
+    validation log-likelihood under the same log Z picks the model the AIS check reruns)."""
     root = data_root(args, "mnist")
     train = to_float(load_mnist(root, "train", limit=args.limit).images, flatten=True)
     train = binarize_dynamic(train, torch.Generator().manual_seed(args.binarize_seed))
     if args.validation:
         train, heldout = train[: -args.validation], train[-args.validation :]
         if not args.score_test:
-            return train, heldout
+            return train, heldout, None
     test = to_float(load_mnist(root, "test", limit=args.test_limit).images, flatten=True)
-    return train, binarize_dynamic(test, torch.Generator().manual_seed(args.binarize_seed + 1))
+    test = binarize_dynamic(test, torch.Generator().manual_seed(args.binarize_seed + 1))
+    return train, test, heldout if args.validation else None
 
 
 def ema_name(decay: float) -> str:
@@ -233,11 +237,11 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
 
 
 def score(rbm: RBM, train: torch.Tensor, test: torch.Tensor, args: argparse.Namespace, check: bool,
-          label: str = "trained") -> dict:  # fmt: skip
-    """AIS log Z (and, if ``check``, its rerun), then train and held-out log-likelihoods under each estimate."""
+          label: str = "trained", validation: torch.Tensor | None = None) -> dict:  # fmt: skip
+    """AIS log Z (``check``: only its rerun with another seed and 4x the temperatures), then train and
+    held-out (and ``validation``) log-likelihoods under each estimate."""
     base = base_rate_bias(train)
-    runs = [("ais", args.ais_betas, args.seed)] + ([("ais_check", 4 * args.ais_betas, args.seed + 1)]
-                                                     if check else [])  # fmt: skip
+    runs = [("ais_check", 4 * args.ais_betas, args.seed + 1)] if check else [("ais", args.ais_betas, args.seed)]
     heldout = heldout_name(args)
     out = {}
     for name, betas, seed in runs:
@@ -247,6 +251,8 @@ def score(rbm: RBM, train: torch.Tensor, test: torch.Tensor, args: argparse.Name
         out[name] = {**result.as_dict(), "seed": seed, "seconds": time.perf_counter() - start,
                      "train_ll": _mean_ll(rbm, train, result.log_z),
                      f"{heldout}_ll": _mean_ll(rbm, test, result.log_z)}  # fmt: skip
+        if validation is not None:
+            out[name]["validation_ll"] = _mean_ll(rbm, validation, result.log_z)
         print(f"{label} {name}: {betas} temperatures x {args.ais_runs} runs: log Z = {result.log_z:.3f} "
               f"+- {result.stderr:.3f}, ESS {result.ess:.1f}; {heldout} LL {out[name][f'{heldout}_ll']:.2f}, "
               f"train LL {out[name]['train_ll']:.2f} nats")  # fmt: skip
@@ -262,7 +268,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
-    train_data, test_data = load_data(args)
+    train_data, test_data, validation = load_data(args)
     rbm = RBM(784, args.hidden)
     rbm.check_visible(train_data)  # once: training runs with Pyro's validation off
     with torch.no_grad():
@@ -270,18 +276,24 @@ def main(args: argparse.Namespace) -> dict:
     loss = ContrastiveDivergence(args.k, persistent=args.persistent,
                                  num_chains=args.chains if args.persistent else None)  # fmt: skip
     state = train(rbm, loss, train_data, test_data, args)
-    averaged = {name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}
-    # the AIS rerun checks the headline model: the first average if any, else the trained parameters
-    scores = score(rbm, train_data, test_data, args, args.ais_check and not averaged)
-    scores_averaged = {name: score(model, train_data, test_data, args, args.ais_check and index == 0, name)
-                       for index, (name, model) in enumerate(averaged.items())}  # fmt: skip
+    models = {"trained": rbm, **{name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}}
+    scores = {name: score(model, train_data, test_data, args, False, name, validation)
+              for name, model in models.items()}  # fmt: skip
+    # the AIS rerun checks the headline model: the best on validation rows when the test set is scored with
+    # --validation, else the first average if any, else the trained parameters
+    if validation is not None:
+        checked = max(scores, key=lambda name: scores[name]["ais"]["validation_ll"])
+    else:
+        checked = next(iter(scores)) if len(scores) == 1 else list(scores)[1]
+    if args.ais_check:
+        scores[checked].update(score(models[checked], train_data, test_data, args, True, checked, validation))
     if args.figures:
         filter_grid(rbm, args.out / "filters.png")
         gibbs_samples_grid(rbm, args.out / "samples.png", steps_between=1000 if args.hidden >= 100 else 10)
     method = f"{'PCD' if args.persistent else 'CD'}-{args.k}"
     payload = {"method": method, "epochs": state["epoch"], "train_seconds": state["seconds"],
-               "heldout": heldout_name(args), "history": state["history"], "scores": scores,
-               "scores_averaged": scores_averaged,
+               "heldout": heldout_name(args), "history": state["history"], "scores": scores.pop("trained"),
+               "scores_averaged": scores, "headline": checked, "chosen_on_validation": validation is not None,
                "anchors_salakhutdinov_murray_2008": SALAKHUTDINOV_MURRAY_2008,
                "settings": arguments_record(args), "environment": environment("cpu")}  # fmt: skip
     write_results(args.out / RESULTS_NAME, payload)

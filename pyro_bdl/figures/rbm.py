@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pyro_bdl.figures.dlgm import sample_grid
-from pyro_bdl.models.rbm import RBM
+from pyro_bdl.models.rbm import RBM, bernoulli
 from pyro_bdl.validation import check_int
 
 
@@ -39,7 +39,7 @@ def gibbs_samples_grid(rbm: RBM, path: str | os.PathLike[str], *, num_chains: in
     v = rbm.sample(num_chains, steps_between)
     snapshots = []
     for _ in range(rows):
-        snapshots.append(rbm.visible_mean(torch.bernoulli(rbm.hidden_probs(v))).detach())
+        snapshots.append(rbm.visible_mean(bernoulli(rbm.hidden_probs(v))).detach())
         v = rbm.gibbs(v, steps_between)
     images = torch.cat(snapshots)
     return sample_grid(images, path, columns=num_chains, side=side,

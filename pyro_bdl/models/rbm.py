@@ -32,9 +32,9 @@ from __future__ import annotations
 import itertools
 
 import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.distributions.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
@@ -54,6 +54,10 @@ VISIBLE_KEY = "visible"
 ACTIVATION_KEY = "hidden_activation"
 """Key of ``site["infer"]`` holding the hidden pre-activations ``b + v.W`` (batch, H) of a factor site,
 computed once for ``F(v)`` and reused by the CD loss to sample ``h | v`` (no second matmul)."""
+
+PARAMS_KEY = "parameters"
+"""Key of ``site["infer"]`` holding ``(weight, visible_bias, hidden_bias)`` as the factor read them (read once
+per model call; the CD loss uses the same tensors)."""
 
 VISIBLE_UNITS = ("bernoulli", "gaussian")
 
@@ -116,8 +120,13 @@ class RBM(PyroModule):
         """``F(v)`` of visible rows ``v`` (..., D) -> (...); differentiable in the parameters and ``v``.
 
         ``activation``: ``hidden_activation(v)`` if already computed (it is not recomputed)."""
-        visible_bias = self.visible_bias
-        hidden = F.softplus(self.hidden_activation(v) if activation is None else activation).sum(-1)
+        return self.free_energy_from(v, self.hidden_activation(v) if activation is None else activation,
+                                     self.visible_bias)  # fmt: skip
+
+    def free_energy_from(self, v: torch.Tensor, activation: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
+        """``F(v)`` (...) from the pre-activations ``b + v.W`` (..., H) and the visible biases ``a`` (D,) given:
+        ``-a.v - sum_j softplus(activation_j)`` (``|v - a|^2 / 2 - ...`` for Gaussian units)."""
+        hidden = F.softplus(activation).sum(-1)
         if self.visible == "gaussian":
             return 0.5 * (v - visible_bias).pow(2).sum(-1) - hidden
         return -(v @ visible_bias) - hidden
@@ -145,7 +154,7 @@ class RBM(PyroModule):
     def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
         """``v ~ p(v | h)`` (..., D) of hidden rows (..., H)."""
         mean = self.visible_mean(h)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else torch.bernoulli(mean)
+        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(mean)
 
     @torch.no_grad()
     def gibbs(self, v: torch.Tensor, steps: int = 1) -> torch.Tensor:
@@ -167,9 +176,9 @@ class RBM(PyroModule):
         return self._sweep_from(activation.detach(), weight, visible_bias)
 
     def _sweep_from(self, activation: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
-        h = torch.bernoulli(torch.sigmoid(activation))
+        h = bernoulli(torch.sigmoid(activation))
         mean = _affine(visible_bias, h, weight.T)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else torch.bernoulli(torch.sigmoid(mean))
+        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
 
     @torch.no_grad()
     def sample(self, num_chains: int, steps: int = 1000, *, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,7 +188,7 @@ class RBM(PyroModule):
         if init is None:
             shape = (num_chains, self.data_dim)
             dtype = self.weight.dtype
-            init = torch.randn(shape, dtype=dtype) if self.visible == "gaussian" else torch.bernoulli(
+            init = torch.randn(shape, dtype=dtype) if self.visible == "gaussian" else bernoulli(
                 torch.full(shape, 0.5, dtype=dtype))  # fmt: skip
         return self.gibbs(init, steps)
 
@@ -190,10 +199,12 @@ class RBM(PyroModule):
         Call it inside the caller's plate over rows; the site is tagged for the CD loss.
         """
         name = self.site_name if name is None else name
-        activation = self.hidden_activation(v)
-        tags = {RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation}
-        with poutine.infer_config(config_fn=lambda msg: tags if msg["name"] == name else {}):
-            pyro.factor(name, -self.free_energy(v, activation))
+        params = weight, visible_bias, hidden_bias = self.params()
+        activation = _affine(hidden_bias, v, weight)
+        # pyro.factor's site, spelled out so that the tags ride in its infer dict (no extra handler)
+        unit = dist.Unit(-self.free_energy_from(v, activation, visible_bias))
+        infer = {"is_auxiliary": True, RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params}
+        pyro.sample(name, unit, obs=unit.sample(), infer=infer)
 
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> torch.Tensor:  # fmt: skip
@@ -267,7 +278,7 @@ class RBM(PyroModule):
     def reconstruction_error(self, v: torch.Tensor) -> torch.Tensor:
         """Squared error (rows,) between ``v`` (rows, D) and ``E[v | h]`` with ``h ~ p(h | v)``; a monitor only."""
         v = self.check_visible(v, "v")
-        h = torch.bernoulli(self.hidden_probs(v))
+        h = bernoulli(self.hidden_probs(v))
         return (self.visible_mean(h) - v).pow(2).sum(-1)
 
 
@@ -277,6 +288,12 @@ class RBMGuide(nn.Module):
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
                 num_data: int | None = None) -> None:  # fmt: skip
         """Accepts the model's call and samples nothing."""
+
+
+def bernoulli(probs: torch.Tensor) -> torch.Tensor:
+    """Bits ``u < p`` (same shape and dtype as ``probs``), ``u`` uniform on [0, 1): Bernoulli(p) draws, about 3x
+    faster on CPU than ``torch.bernoulli`` (the Gibbs sweeps' cost besides their matmuls)."""
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
 def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -302,5 +319,6 @@ def all_states(units: int) -> torch.Tensor:
 
 
 __all__ = [
-    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide", "all_states",
+    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "PARAMS_KEY", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide",
+    "all_states", "bernoulli",
 ]  # fmt: skip

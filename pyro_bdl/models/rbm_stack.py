@@ -19,7 +19,7 @@ from pyro import poutine
 from pyro.infer import SVI
 
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
-from pyro_bdl.models.rbm import RBM, RBMGuide
+from pyro_bdl.models.rbm import RBM, RBMGuide, bernoulli
 from pyro_bdl.validation import check_int
 
 L1_SITE = "l1_penalty"
@@ -97,7 +97,7 @@ def greedy_stack(data: torch.Tensor, hidden_dims: Sequence[int], *, seed: int = 
         rbm = RBM(visible.shape[1], check_int("hidden_dims entry", hidden), name=f"rbm{index}")
         train_rbm(rbm, visible, seed=seed + index, **train_kwargs)
         layers.append(rbm)
-        visible = torch.bernoulli(rbm.hidden_probs(visible).detach())
+        visible = bernoulli(rbm.hidden_probs(visible).detach())
     return RBMStack(layers)
 
 

@@ -174,3 +174,80 @@ def test_cd_reuses_the_data_pre_activations_for_its_first_sweep():
     sweep = rbm.sweep_from_activation(rbm.hidden_activation(data))
     torch.manual_seed(11)
     torch.testing.assert_close(sweep, rbm.gibbs(data, 1))
+
+
+def graph_nodes(tensor: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes behind ``tensor``."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize(("k", "persistent"), [(2, False), (1, True), (3, True)])
+def test_closed_form_gradient_equals_autograd_through_the_free_energies(visible, k, persistent):
+    """The fused closed-form node gives the same gradient (parameters and differentiable rows) and value as
+    autograd through F(v_data) and F(v_neg), at the same random state, under a scale and with 7 chains for 5 rows."""
+    torch.manual_seed(0)
+    rbm = RBM(10, 6, visible=visible, init_scale=0.5).double()
+    with torch.no_grad():
+        rbm.visible_bias.normal_(0, 0.5)
+        rbm.hidden_bias.normal_(0, 0.5)
+    base = torch.bernoulli(torch.full((5, 10), 0.5, dtype=torch.float64))
+    results = []
+    for closed_form in (True, False):
+        rows = base.clone().requires_grad_()
+        loss = ContrastiveDivergence(k, persistent=persistent, num_chains=7 if persistent else None,
+                                     closed_form=closed_form)  # fmt: skip
+        torch.manual_seed(1)
+        for _ in range(2):  # the second step starts from advanced chains
+            surrogate = loss.differentiable_loss(poutine.scale(rbm, 0.37), RBMGuide(), rows)
+        assert ("_ClosedFormCDBackward" in graph_nodes(surrogate)) == closed_form
+        grads = torch.autograd.grad(surrogate, [*rbm.parameters(), rows])
+        results.append((surrogate.detach(), grads, loss.state_dict()["chains"]))
+    (value, grads, chains), (value_ref, grads_ref, chains_ref) = results
+    torch.testing.assert_close(value, value_ref)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref)
+    assert grads[0].abs().max() > 0.01
+    torch.testing.assert_close(chains, chains_ref)
+
+
+def test_masked_rbm_sites_take_the_autograd_path():
+    """A masked factor site keeps autograd's gradient (masked rows contribute nothing to the positive phase)."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
+    mask = torch.tensor([True, False, True, True, False, True])
+    torch.manual_seed(2)
+    masked = ContrastiveDivergence(1).differentiable_loss(poutine.mask(rbm, mask=mask), RBMGuide(), data)
+    assert "_ClosedFormCDBackward" not in graph_nodes(masked)
+    torch.manual_seed(2)
+    negative = rbm.gibbs(data, 1)
+    expected = rbm.free_energy(data[mask]).sum() - rbm.free_energy(negative).sum()
+    torch.testing.assert_close(gradient(rbm, masked), gradient(rbm, expected))
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_loss_and_grads_adds_the_same_gradient_into_grad(visible):
+    """loss_and_grads' direct accumulation into ``.grad`` (2 particles, PCD, gradients already present) equals
+    the autograd path's, and returns the same value."""
+    torch.manual_seed(0)
+    rbm = RBM(10, 6, visible=visible, init_scale=0.5).double()
+    data = torch.bernoulli(torch.full((5, 10), 0.5, dtype=torch.float64))
+    results = []
+    for closed_form in (True, False):
+        for param in rbm.parameters():
+            param.grad = torch.ones_like(param)
+        loss = ContrastiveDivergence(1, persistent=True, num_chains=3, num_particles=2, closed_form=closed_form)
+        torch.manual_seed(4)
+        values = [loss.loss_and_grads(poutine.scale(rbm, 0.5), RBMGuide(), data) for _ in range(2)]
+        results.append((values, [param.grad.clone() for param in rbm.parameters()]))
+    (values, grads), (values_ref, grads_ref) = results
+    assert values == pytest.approx(values_ref)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref)
+    assert (grads[0] - 1).abs().max() > 0.01
