@@ -16,8 +16,7 @@ digits and of samples, ELBO curve) to ``<out>/*.png``.
 
     python examples/draw_mnist.py --epochs 20
     python examples/draw_mnist.py --attention --steps 64 --epochs 20        # the paper's attention net
-    python examples/draw_mnist.py --limit 600 --validation 100 --test-limit 20 --iw-samples 10 \\
-        --epochs 1 --steps 3 --hidden-dim 32 --z-dim 8                       # smoke
+    python examples/draw_mnist.py --limit 600 --validation 100 --test-limit 20 --iw-samples 10 --steps 3  # smoke
 """
 
 from __future__ import annotations
