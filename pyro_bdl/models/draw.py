@@ -111,7 +111,8 @@ class DRAW(PyroModule):
         write_size: N of the write filterbank (attention only).
         observation: a real-``eta`` name of :data:`pyro_bdl.observation.OBSERVATION_MODELS`
             (``bernoulli_logit`` for binary pixels: ``c_T`` are the logits).
-        learn_params, observation_params: as for :class:`~pyro_bdl.models.DLGM`.
+        learn_params: learn the likelihood's parameters as point estimates (else fixed).
+        observation_params: initial (or fixed) likelihood parameters, passed to :class:`ObservationModel`.
         name: prefix of the parameter names in Pyro's param store.
 
     Call as ``model(x, *, obs_mask=None)`` with ``x`` (data, B * A) to condition, or
@@ -164,9 +165,11 @@ class DRAW(PyroModule):
 
     def decode_step(self, z: torch.Tensor, state: State) -> State:
         """``h_dec_t = LSTM_dec(h_dec_{t-1}, z_t)``, ``c_t = c_{t-1} + write(h_dec_t)``; ``z`` ``(..., z_dim)``."""
+        # --8<-- [start:decode_step]
         h, cell, canvas = state
         h, cell = self.decoder(z, h, cell)
         return h, cell, canvas + self.writer(h)
+        # --8<-- [end:decode_step]
 
     def mean(self, canvas: torch.Tensor) -> torch.Tensor:
         """``E[x | c]``, e.g. ``sigmoid(c)`` for ``bernoulli_logit``; ``(..., D)``."""
@@ -195,6 +198,7 @@ class DRAW(PyroModule):
             x = check_table("x", x, self.data_dim, obs_mask)
         state = self.initial_state(size, x)
         zero = state[2].new_zeros(())
+        # --8<-- [start:model]
         with pyro.plate(DATA_PLATE, size, dim=-1):
             prior = dist.Normal(zero, 1.0).expand([size, self.z_dim]).to_event(1)
             for t in range(1, self.steps + 1):
@@ -202,6 +206,7 @@ class DRAW(PyroModule):
             if obs_mask is None:
                 return self.likelihood(state[2], obs=x, site_name=OBS_SITE)
             return self.likelihood.observe_entries(state[2], x, obs_mask, site_name=OBS_SITE)
+        # --8<-- [end:model]
 
     def extra_repr(self) -> str:
         return (
@@ -258,6 +263,7 @@ class DRAWGuide(PyroModule):
         state = model.initial_state(size, x)
         h_enc = cell_enc = x.new_zeros(size, self.hidden_dim)
         canvases = []
+        # --8<-- [start:guide]
         with pyro.plate(DATA_PLATE, size, dim=-1):
             for t in range(1, model.steps + 1):
                 h_dec, _, canvas = state
@@ -267,6 +273,7 @@ class DRAWGuide(PyroModule):
                 z = pyro.sample(step_site(t), dist.Normal(loc, scale).to_event(1))
                 state = model.decode_step(z, state)
                 canvases.append(state[2])
+        # --8<-- [end:guide]
         return canvases
 
     def extra_repr(self) -> str:

@@ -50,11 +50,13 @@ def attention_parameters(
     ``image_size`` is ``(B, A)`` (rows, columns); ``patch`` is N.
     """
     rows, cols = image_size
+    # --8<-- [start:parameters]
     gx_raw, gy_raw, log_var, log_delta, log_gamma = params.unbind(-1)
     gx = (cols + 1) / 2 * (gx_raw + 1)
     gy = (rows + 1) / 2 * (gy_raw + 1)
     stride = (max(rows, cols) - 1) / max(patch - 1, 1) * log_delta.exp()
     return gx, gy, stride, log_var.exp(), log_gamma.exp()
+    # --8<-- [end:parameters]
 
 
 def filterbank(
@@ -64,11 +66,13 @@ def filterbank(
 
     ``centre``, ``stride`` and ``variance`` are ``(...)``: ``g``, ``delta`` and ``sigma^2``.
     """
+    # --8<-- [start:filterbank]
     offsets = torch.arange(1, patch + 1, dtype=centre.dtype, device=centre.device) - patch / 2 - 0.5
     mu = centre.unsqueeze(-1) + offsets * stride.unsqueeze(-1)  # (..., N)
     pixels = torch.arange(1, size + 1, dtype=centre.dtype, device=centre.device)  # a = 1..A
     weights = torch.exp(-(pixels - mu.unsqueeze(-1)).square() / (2 * variance[..., None, None]))
     return weights / weights.sum(-1, keepdim=True).clamp_min(NORMALISER_FLOOR)
+    # --8<-- [end:filterbank]
 
 
 def filterbanks(
@@ -104,10 +108,12 @@ class GaussianRead(PyroModule):
         self.params = _pyro_linear(hidden, 5)
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor, h_dec: torch.Tensor) -> torch.Tensor:
+        # --8<-- [start:read]
         fx, fy, gamma = filterbanks(self.params(h_dec), self.image_size, self.patch)
         glimpses = [read_patch(image.unflatten(-1, self.image_size), fx, fy).flatten(-2) for image in (x, x_hat)]
         shape = torch.broadcast_shapes(glimpses[0].shape, glimpses[1].shape)
         return gamma.unsqueeze(-1) * torch.cat([g.expand(shape) for g in glimpses], dim=-1)
+        # --8<-- [end:read]
 
 
 class GaussianWrite(PyroModule):
@@ -121,9 +127,11 @@ class GaussianWrite(PyroModule):
         self.content = _pyro_linear(hidden, patch * patch)
 
     def forward(self, h_dec: torch.Tensor) -> torch.Tensor:
+        # --8<-- [start:write]
         fx, fy, gamma = filterbanks(self.params(h_dec), self.image_size, self.patch)
         w = self.content(h_dec).unflatten(-1, (self.patch, self.patch))
         return (write_patch(w, fx, fy) / gamma[..., None, None]).flatten(-2)
+        # --8<-- [end:write]
 
 
 class PlainRead(PyroModule):
