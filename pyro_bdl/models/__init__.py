@@ -4,6 +4,7 @@ from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BayesBinaryMLP, Ber
 from pyro_bdl.models.bxpca import BXPCAModel
 from pyro_bdl.models.dlgm import DLGM
 from pyro_bdl.models.dlgm_guide import DLGMGuide
+from pyro_bdl.models.draw import DRAW, DRAWGuide
 from pyro_bdl.models.glm import GLMModel
 from pyro_bdl.models.m2 import M2, M2Guide
 from pyro_bdl.models.rbm import RBM, RBMGuide
@@ -11,6 +12,7 @@ from pyro_bdl.models.rbm_stack import RBMStack, greedy_stack, train_rbm
 
 __all__ = [
     "DLGM",
+    "DRAW",
     "M2",
     "RBM",
     "BXPCAModel",
@@ -18,6 +20,7 @@ __all__ = [
     "BayesBinaryMLP",
     "BernoulliMeanFieldGuide",
     "DLGMGuide",
+    "DRAWGuide",
     "GLMModel",
     "M2Guide",
     "RBMGuide",

@@ -59,6 +59,8 @@ TINY = {
         "examples/bayes_binary_mnist.py": "--hidden 16 --width 4 --epochs 1 --test-limit 100 --num-samples 2 "
         "--calibration 200 --no-progress",
         "benchmarks/bench_bayes_binary.py": "--hidden 32 --samples 1 2 --batches 1 --rounds 1 --warmup 0 --device cpu",
+        "examples/draw_mnist.py": "--epochs 1 --steps 2 --hidden-dim 16 --z-dim 4 --test-limit 10 --iw-samples 5 "
+        "--elbo-samples 2 --no-figures --no-progress",
     }.items()
 }
 NO_DATA = {"benchmarks/bench_xnor_gemm.py", "benchmarks/bench_bayes_binary.py", "examples/rbm_ising.py"}
