@@ -348,8 +348,11 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:
-        same = {"classifier_dropout": args.classifier_dropout, "init_scale": args.init_scale,
-                "init_layers": args.init_layers}
+        same = {
+            "classifier_dropout": args.classifier_dropout,
+            "init_scale": args.init_scale,
+            "init_layers": args.init_layers,
+        }
         baseline = supervised_baseline(M2Guide.for_model(model, **same), data, args)
         results["supervised_only"] = baseline
         print(f"supervised-only classifier, same labels: test error {100 * baseline['test_error']:.2f}%")
