@@ -64,7 +64,7 @@ from pyro_bdl.experiment import (
 from pyro_bdl.figures.m2 import analogy_grid, class_samples_grid
 from pyro_bdl.inference import FitState, fit
 from pyro_bdl.models import DLGM, M2, DLGMGuide, M2Guide
-from pyro_bdl.models.m2 import analogies, class_conditional_samples, class_scores, enumerated_elbo
+from pyro_bdl.models.m2 import INIT_LAYERS, analogies, class_conditional_samples, class_scores, enumerated_elbo
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESULTS_NAME = "results.json"
@@ -93,6 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "as Bernoulli 'observations' (Pyro's SS-VAE example)")  # fmt: skip
     parser.add_argument("--init-scale", type=float, default=None,
                         help="initial weights ~ N(0, s^2), biases 0 (Kingma et al.: 1e-3)")  # fmt: skip
+    parser.add_argument("--init-layers", choices=INIT_LAYERS, default="all",
+                        help="which layers --init-scale draws: all (Kingma et al.) or all but each network's output "
+                             "layer, biases included (Pyro's SS-VAE example)")  # fmt: skip
     parser.add_argument("--classifier-warmup", type=int, default=0,
                         help="epochs in which q(y | x) learns from the labels only (the unlabelled term trains the "
                              "rest of the model with its soft labels)")  # fmt: skip
@@ -267,12 +270,13 @@ def build(data: dict, args: argparse.Namespace) -> tuple[M2, M2Guide, ClippedAda
     dim = data["labelled_x"].shape[1]
     if args.m1:  # Gaussian features: M1's posterior means
         model = M2(dim, 10, args.latent_dim, (args.hidden,), observation="gaussian",
-                   observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale)  # fmt: skip
+                   observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale,
+                   init_layers=args.init_layers)  # fmt: skip
     else:
-        model = M2(dim, 10, args.latent_dim, (args.hidden,), init_scale=args.init_scale)
+        model = M2(dim, 10, args.latent_dim, (args.hidden,), init_scale=args.init_scale, init_layers=args.init_layers)
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
     guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]), init_scale=args.init_scale,
-                              classifier_dropout=args.classifier_dropout)  # fmt: skip
+                              init_layers=args.init_layers, classifier_dropout=args.classifier_dropout)  # fmt: skip
     # ClippedAdam clamps each gradient *element* to +-clip_norm (no norm clip). With the count weighting the
     # unlabelled step's gradient is a sum over 50,000 rows and mostly clamped, so the default acts close to
     # sign-Adam and evens out the labelled and unlabelled steps (docs/m2.md); --clip-norm 1e9 is plain Adam.
@@ -344,7 +348,11 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:
-        same = {"classifier_dropout": args.classifier_dropout, "init_scale": args.init_scale}
+        same = {
+            "classifier_dropout": args.classifier_dropout,
+            "init_scale": args.init_scale,
+            "init_layers": args.init_layers,
+        }
         baseline = supervised_baseline(M2Guide.for_model(model, **same), data, args)
         results["supervised_only"] = baseline
         print(f"supervised-only classifier, same labels: test error {100 * baseline['test_error']:.2f}%")

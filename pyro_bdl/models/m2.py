@@ -79,23 +79,37 @@ def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Te
     return check_labels("y", y, num_data=num_data, num_classes=num_classes, unlabelled=UNLABELLED)
 
 
-def small_init_(module: nn.Module, scale: float | None) -> None:
-    """Kingma et al.'s initialisation (their code: ``scale = 1e-3``): every weight of ``module``'s linear
-    and embedding layers drawn from ``N(0, scale^2)``, every bias 0. ``None`` keeps PyTorch's defaults.
+INIT_LAYERS = ("all", "hidden")
+"""Which layers ``init_scale`` draws small: every one (Kingma et al.) or the hidden ones only (Pyro's SS-VAE)."""
 
-    All networks then start near their constant functions, so the label's one-layer path into the decoder
-    is learnt before the style path, which needs the encoder too.
+
+def small_init_(module: nn.Module, scale: float | None, layers: str = "all") -> None:
+    """Small initial weights for one network (``None`` keeps PyTorch's defaults).
+
+    ``layers="all"``: Kingma et al.'s initialisation (their code: ``scale = 1e-3``), every weight of the
+    linear and embedding layers of ``module`` drawn from ``N(0, scale^2)``, every bias 0. ``layers="hidden"``:
+    Pyro's SS-VAE example (``examples/vae/utils/custom_mlp.py``), the weights *and biases* of every layer but
+    the last linear one (the output layer) drawn from ``N(0, scale^2)``, the output layer left at PyTorch's
+    default. Either way the network starts near a constant function of its input.
     """
     if scale is None:
         return
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
         raise ValueError(f"init_scale must be a number > 0 or None, got {scale!r}")
+    if layers not in INIT_LAYERS:
+        raise ValueError(f"init_layers must be one of {INIT_LAYERS}, got {layers!r}")
+    parts = [layer for layer in module.modules() if isinstance(layer, nn.Linear | nn.Embedding)]
+    if layers == "hidden":
+        output = [layer for layer in parts if isinstance(layer, nn.Linear)][-1]
+        parts = [layer for layer in parts if layer is not output]
     with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.Linear | nn.Embedding):
-                nn.init.normal_(layer.weight, std=float(scale))
-                if getattr(layer, "bias", None) is not None:
+        for layer in parts:
+            nn.init.normal_(layer.weight, std=float(scale))
+            if getattr(layer, "bias", None) is not None:
+                if layers == "all":
                     nn.init.zeros_(layer.bias)
+                else:
+                    nn.init.normal_(layer.bias, std=float(scale))
 
 
 def _pyro(module: nn.Module) -> PyroModule:
@@ -143,8 +157,9 @@ class M2(PyroModule):
         class_probs: the prior ``pi`` (K,); uniform by default.
         observation_params: initial likelihood parameters (``{"scale": ...}``, ...).
         learn_params: fit the observation model's parameters (else keep them fixed).
-        init_scale: standard deviation of every initial decoder weight (see :func:`small_init_`);
+        init_scale: standard deviation of the small initial decoder weights (see :func:`small_init_`);
             None keeps PyTorch's initialisation.
+        init_layers: ``"all"`` (Kingma et al.) or ``"hidden"`` (Pyro's SS-VAE): which layers ``init_scale`` draws.
 
     Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
     ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
@@ -165,6 +180,7 @@ class M2(PyroModule):
         observation_params: dict | None = None,
         learn_params: bool = True,
         init_scale: float | None = None,
+        init_layers: str = "all",
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -185,7 +201,7 @@ class M2(PyroModule):
             raise ValueError(f"class_probs must be ({num_classes},) positive probabilities, got {class_probs}")
         self.register_buffer("class_probs", class_probs / class_probs.sum())
         self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
-        small_init_(self.decoder, init_scale)
+        small_init_(self.decoder, init_scale, init_layers)
         self.positive_eta = get_observation_model(observation).eta_positive
         self.likelihood = ObservationModel(
             observation, event_dim=1, plates=(), learn_params=learn_params, **(observation_params or {})
@@ -256,8 +272,9 @@ class M2Guide(PyroModule):
             its ``q(y | x)`` weights and entropy are constants (``logits.detach()``): the classifier learns
             from the classification term alone while the rest of the model learns from its soft labels.
             The objective's value is unchanged. An attribute, so a schedule can switch it.
-        init_scale: standard deviation of every initial weight of both networks (see
+        init_scale: standard deviation of the small initial weights of both networks (see
             :func:`small_init_`); None keeps PyTorch's initialisation.
+        init_layers: ``"all"`` or ``"hidden"``, as for :class:`M2`.
 
     Call as ``guide(x, y=None, *, obs_mask=None, num_data=None)`` like the model; missing
     entries of ``x`` (``obs_mask`` False) are fed to the networks as 0.
@@ -275,6 +292,7 @@ class M2Guide(PyroModule):
         classifier_dropout: float = 0.0,
         unlabelled_trains_classifier: bool = True,
         init_scale: float | None = None,
+        init_layers: str = "all",
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
@@ -297,7 +315,8 @@ class M2Guide(PyroModule):
         layers.append(nn.Linear(width, num_classes))
         self.classifier = _pyro(nn.Sequential(*layers))
         self.encoder = LabelConditionedMLP(data_dim, num_classes, tuple(hidden_dims), 2 * latent_dim, activation)
-        small_init_(self, init_scale)
+        for network in (self.classifier, self.encoder):
+            small_init_(network, init_scale, init_layers)
 
     @classmethod
     def for_model(cls, model: M2, **kwargs) -> M2Guide:

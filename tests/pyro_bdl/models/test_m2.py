@@ -259,3 +259,18 @@ def test_init_scale_draws_small_weights_and_zero_biases():
     assert float(default.decoder.input_layer.weight.detach().abs().max()) > 1e-2
     with pytest.raises(ValueError, match="init_scale must be a number > 0"):
         M2(PIXELS, init_scale=0.0)
+
+
+def test_init_layers_hidden_keeps_each_output_layer_at_the_default():
+    model = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,), init_scale=1e-3, init_layers="hidden")
+    guide = M2Guide.for_model(model, init_scale=1e-3, init_layers="hidden")
+    outputs = [model.decoder.rest[-1], guide.classifier[-1], guide.encoder.rest[-1]]
+    hidden = [model.decoder.input_layer, model.decoder.label_embedding, guide.classifier[0],
+              guide.encoder.input_layer, guide.encoder.label_embedding]  # fmt: skip
+    for layer in hidden:
+        for value in layer.parameters():
+            assert 0 < float(value.detach().abs().max()) < 1e-2, layer
+    for layer in outputs:
+        assert float(layer.weight.detach().abs().max()) > 1e-2, layer
+    with pytest.raises(ValueError, match="init_layers must be one of"):
+        M2(PIXELS, init_scale=1e-3, init_layers="output")
