@@ -119,7 +119,7 @@ def _downstream_costs(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Ten
     return elbo, surrogate_elbo, costs
 
 
-class NormalisedTraceGraph_ELBO(TraceGraph_ELBO):
+class NormalisedTraceGraph_ELBO(TraceGraph_ELBO):  # noqa: N801 (Pyro's ELBO naming)
     """``TraceGraph_ELBO`` with NVIL's variance normalisation of each site's learning signal.
 
     Args:

@@ -68,7 +68,9 @@ def layer_distribution(logits: torch.Tensor, temperature: float | None) -> dist.
     """A layer of independent binary units with event shape ``(d,)``: Bernoulli or its relaxation."""
     if temperature is None:
         return dist.Bernoulli(logits=logits).to_event(1)
-    return dist.RelaxedBernoulliStraightThrough(torch.as_tensor(temperature, dtype=logits.dtype), logits=logits).to_event(1)
+    return dist.RelaxedBernoulliStraightThrough(
+        torch.as_tensor(temperature, dtype=logits.dtype), logits=logits
+    ).to_event(1)
 
 
 class SigmoidBeliefNetwork(PyroModule):
@@ -119,7 +121,7 @@ class SigmoidBeliefNetwork(PyroModule):
         sizes = (self.data_dim, *self.latent_dims)
         # decoders[l] maps h_{l+1} to the logits of layer l (layer 0 is the data)
         self.decoders = PyroModule[nn.ModuleList](
-            [PyroModule[nn.Linear](sizes[l + 1], sizes[l]) for l in range(len(self.latent_dims))]
+            [PyroModule[nn.Linear](sizes[i + 1], sizes[i]) for i in range(len(self.latent_dims))]
         )
 
     @property
@@ -198,11 +200,11 @@ class SBNGuide(PyroModule):
         self.temperature = check_positive("temperature", temperature, allow_none=True)
         sizes = (self.data_dim, *self.latent_dims)
         self.encoders = PyroModule[nn.ModuleList](
-            [PyroModule[nn.Linear](sizes[l], sizes[l + 1]) for l in range(len(self.latent_dims))]
+            [PyroModule[nn.Linear](sizes[i], sizes[i + 1]) for i in range(len(self.latent_dims))]
         )
         if baseline == "neural":
             self.baselines = nn.ModuleList(
-                [baseline_network(sizes[l], baseline_hidden) for l in range(len(self.latent_dims))]
+                [baseline_network(sizes[i], baseline_hidden) for i in range(len(self.latent_dims))]
             )
         if baseline == "constant":
             self.baseline_values = PyroParam(torch.zeros(len(self.latent_dims)))
