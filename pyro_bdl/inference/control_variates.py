@@ -83,12 +83,14 @@ class SignalNormaliser:
 
     def __call__(self, site: str, centred: torch.Tensor) -> torch.Tensor:
         """``centred / divisor(site)``, then fold ``mean(centred^2)`` into the running estimate."""
+        # --8<-- [start:normaliser]
         divisor = self.divisor(site)
         self.last_divisors[site] = divisor
         batch = centred.detach().square().mean().item()
         self.mean_square[site] = self.beta * self.mean_square.get(site, 0.0) + (1.0 - self.beta) * batch
         self.steps[site] = self.steps.get(site, 0) + 1
         return centred / divisor
+        # --8<-- [end:normaliser]
 
     def state_dict(self) -> dict:
         return {"beta": self.beta, "mean_square": dict(self.mean_square), "steps": dict(self.steps)}
@@ -138,6 +140,7 @@ class NormalisedTraceGraph_ELBO(TraceGraph_ELBO):  # noqa: N801 (Pyro's ELBO nam
     def _loss_and_surrogate_loss_particle(self, model_trace: Trace, guide_trace: Trace):
         elbo, surrogate_elbo, costs = _downstream_costs(model_trace, guide_trace)
         baseline_loss = 0.0
+        # --8<-- [start:signal]
         for node, cost in costs.items():
             guide_site = guide_trace.nodes[node]
             scale = guide_site["scale"]
@@ -149,4 +152,5 @@ class NormalisedTraceGraph_ELBO(TraceGraph_ELBO):  # noqa: N801 (Pyro's ELBO nam
             centred = self.normaliser(node, detach_provenance(signal).detach())
             score = guide_site["score_parts"].score_function
             surrogate_elbo = surrogate_elbo + (score * (scale * centred)).sum()
+        # --8<-- [end:signal]
         return detach_provenance(elbo), detach_provenance(-surrogate_elbo + baseline_loss)

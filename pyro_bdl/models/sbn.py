@@ -221,6 +221,7 @@ class SBNGuide(PyroModule):
 
     def baseline_options(self, layer: int, below: torch.Tensor) -> dict:
         """The ``infer={"baseline": ...}`` dict of layer ``layer`` whose conditioning input is ``below``."""
+        # --8<-- [start:baselines]
         if self.baseline == "none" or self.temperature is not None:
             return {}
         if self.baseline == "constant":
@@ -229,6 +230,7 @@ class SBNGuide(PyroModule):
         if self.baseline == "neural":
             options.update(nn_baseline=self.baselines[layer - 1], nn_baseline_input=below)
         return options
+        # --8<-- [end:baselines]
 
     def forward(
         self,

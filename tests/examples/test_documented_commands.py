@@ -59,6 +59,10 @@ TINY = {
         "examples/bayes_binary_mnist.py": "--hidden 16 --width 4 --epochs 1 --test-limit 100 --num-samples 2 "
         "--calibration 200 --no-progress",
         "benchmarks/bench_bayes_binary.py": "--hidden 32 --samples 1 2 --batches 1 --rounds 1 --warmup 0 --device cpu",
+        "examples/sbn_mnist.py": "--epochs 1 --test-limit 10 --iw-samples 5 --elbo-samples 2 --latent-dims 4 "
+        "--no-progress",
+        "benchmarks/bench_control_variates.py": "--latent-dims 4 --batch-size 10 --pretrain-steps 2 --baseline-steps 2 "
+        "--draws 3 --train-steps 2 --eval-every 1 --eval-images 20 --limit 200",
     }.items()
 }
 NO_DATA = {"benchmarks/bench_xnor_gemm.py", "benchmarks/bench_bayes_binary.py", "examples/rbm_ising.py"}
