@@ -18,7 +18,10 @@ of real training images (binarised once, seeded). Five estimators of the ELBO gr
 Protocol: the SBN is first trained for ``--pretrain-steps`` NVIL steps (so the variances are those
 of a model in training, not of the initialisation); then, per estimator, from that same point,
 its baselines (if any) are trained for ``--baseline-steps`` steps with the model and guide fixed,
-and ``--draws`` gradient estimates are taken on the fixed minibatch. Reported per parameter
+and ``--draws`` gradient estimates are taken on the fixed minibatch. Its rows are shuffled
+before each draw (the estimate, a mean over the rows, does not change): Pyro's decaying average
+keeps one average per position in the batch, which on a fixed, unshuffled batch would become a
+per-image baseline that no training run has. The neural baselines start from the pretrained ones. Reported per parameter
 tensor: the variance across draws, averaged over the tensor's entries. Then each estimator
 trains the pretrained SBN for ``--train-steps`` Adam steps on the same sequence of minibatches,
 and the discrete ELBO of ``--eval-images`` held-out images (last training images, binarised
@@ -95,6 +98,8 @@ def build(args, estimator: str, state: dict | None) -> tuple:
     if state is not None:
         model.load_state_dict(state["model"])
         guide.encoders.load_state_dict(state["encoders"])
+        if guide.baseline == "neural":
+            guide.baselines.load_state_dict(state["baselines"])
     if relaxed:
         loss = Trace_ELBO()
     elif estimator == "neural+normalised":
@@ -118,15 +123,17 @@ def gradient_draws(args, estimator: str, state: dict, batch: torch.Tensor) -> di
     params = trained(model, guide)
     baseline_params = [p for n, p in guide.named_parameters() if not n.startswith("encoders")]
     optimiser = torch.optim.Adam(baseline_params, lr=args.lr) if baseline_params else None
+    shuffle = torch.Generator().manual_seed(args.seed + 4)
     sums = {name: torch.zeros_like(p) for name, p in params.items()}
     squares = {name: torch.zeros_like(p) for name, p in params.items()}
     for step in range(args.baseline_steps + args.draws):
         for p in [*params.values(), *baseline_params]:
             p.grad = None
+        rows = batch[torch.randperm(len(batch), generator=shuffle)]  # see the module docstring
         if estimator == "concrete-st":
-            loss.differentiable_loss(model, guide, batch).backward()
+            loss.differentiable_loss(model, guide, rows).backward()
         else:
-            loss.loss_and_grads(model, guide, batch)
+            loss.loss_and_grads(model, guide, rows)
         if step < args.baseline_steps:
             if optimiser is not None:
                 optimiser.step()
@@ -184,7 +191,8 @@ def pretrain(args, train: torch.Tensor) -> dict:
     for _ in range(args.pretrain_steps):
         index = torch.randint(len(train), (args.batch_size,), generator=order)
         svi.step(torch.bernoulli(train[index], generator=order))
-    return {"model": copy.deepcopy(model.state_dict()), "encoders": copy.deepcopy(guide.encoders.state_dict())}
+    return {name: copy.deepcopy(module.state_dict()) for name, module in
+            (("model", model), ("encoders", guide.encoders), ("baselines", guide.baselines))}  # fmt: skip
 
 
 def plot(results: dict, path: Path) -> None:
