@@ -11,12 +11,15 @@
   :func:`fit_module`, minibatch SVI with a torch optimizer, data parallel under ``torchrun``.
 * :mod:`~pyro_bdl.inference.contrastive_divergence`: :class:`ContrastiveDivergence`, the CD-k /
   PCD loss of models with RBM factors; :mod:`~pyro_bdl.inference.ais`: AIS for an RBM's log Z.
+* :mod:`~pyro_bdl.inference.control_variates`: :class:`NormalisedTraceGraph_ELBO`,
+  ``TraceGraph_ELBO`` with NVIL's variance normalisation of score-function learning signals.
 """
 
 from __future__ import annotations
 
 from pyro_bdl.inference.ais import AISResult, ais_log_partition, ais_schedule, base_rate_bias
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
+from pyro_bdl.inference.control_variates import NormalisedTraceGraph_ELBO, SignalNormaliser
 from pyro_bdl.inference.distributed import (
     ELBOLoss,
     Launch,
@@ -47,7 +50,9 @@ __all__ = [
     "FitResult",
     "FitState",
     "Launch",
+    "NormalisedTraceGraph_ELBO",
     "SignBernoulliNaturalGradient",
+    "SignalNormaliser",
     "SiteInfo",
     "TraceLayout",
     "ais_log_partition",

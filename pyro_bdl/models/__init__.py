@@ -9,6 +9,7 @@ from pyro_bdl.models.glm import GLMModel
 from pyro_bdl.models.m2 import M2, M2Guide
 from pyro_bdl.models.rbm import RBM, RBMGuide
 from pyro_bdl.models.rbm_stack import RBMStack, greedy_stack, train_rbm
+from pyro_bdl.models.sbn import SBNGuide, SigmoidBeliefNetwork
 
 __all__ = [
     "DLGM",
@@ -25,6 +26,8 @@ __all__ = [
     "M2Guide",
     "RBMGuide",
     "RBMStack",
+    "SBNGuide",
+    "SigmoidBeliefNetwork",
     "greedy_stack",
     "train_rbm",
 ]

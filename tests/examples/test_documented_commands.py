@@ -61,6 +61,10 @@ TINY = {
         "benchmarks/bench_bayes_binary.py": "--hidden 32 --samples 1 2 --batches 1 --rounds 1 --warmup 0 --device cpu",
         "examples/draw_mnist.py": "--epochs 1 --steps 2 --hidden-dim 16 --z-dim 4 --test-limit 10 --iw-samples 5 "
         "--elbo-samples 2 --no-figures --no-progress",
+        "examples/sbn_mnist.py": "--epochs 1 --test-limit 10 --iw-samples 5 --elbo-samples 2 --latent-dims 4 "
+        "--no-progress",
+        "benchmarks/bench_control_variates.py": "--latent-dims 4 --batch-size 10 --pretrain-steps 2 --baseline-steps 2 "
+        "--draws 3 --train-steps 2 --eval-every 1 --eval-images 20 --limit 200",
     }.items()
 }
 NO_DATA = {"benchmarks/bench_xnor_gemm.py", "benchmarks/bench_bayes_binary.py", "examples/rbm_ising.py"}
