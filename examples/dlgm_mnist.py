@@ -23,7 +23,6 @@ every epoch and a rerun resumes there (``--fresh`` starts over). Results go to
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 
@@ -31,26 +30,24 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
 from pyro_bdl.experiment import (
     add_common_arguments,
     add_mnist_split_arguments,
     arguments_record,
     check_mnist_split_arguments,
-    data_root,
+    dynamic_binarisation,
     environment,
     is_full_mnist_protocol,
-    load_mnist_train_valid,
+    load_binarised_mnist,
     make_parser,
     run_main,
+    score_held_out,
     setup,
     write_results,
 )
 from pyro_bdl.figures import dlgm as figures
 from pyro_bdl.imputation import impute
-from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.models import DLGM, DLGMGuide
 
@@ -153,21 +150,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """Training intensities (n, 784) in [0, 1]; validation and test binarised once, seeded; test labels."""
-    train, valid = load_mnist_train_valid(args)
-    test = load_mnist(data_root(args, "mnist"), "test")
-    fixed = torch.Generator().manual_seed(args.seed + 1)
-    data = {
-        "train": to_float(train.images, flatten=True),
-        "test": torch.bernoulli(to_float(test.images, flatten=True), generator=fixed),
-        "test_labels": test.labels,
-    }
-    if len(valid):
-        data["valid"] = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed)
-    return data
-
-
 def make_loss(args: argparse.Namespace):
     vectorise = {"num_particles": args.particles, "vectorize_particles": args.particles > 1, "max_plate_nesting": 1}
     if args.loss == "iwae":
@@ -175,35 +157,6 @@ def make_loss(args: argparse.Namespace):
     if args.loss == "mean_field":
         return TraceMeanField_ELBO(**vectorise)
     return Trace_ELBO(**vectorise)
-
-
-def dynamic_binarisation(batch: torch.Tensor) -> tuple[torch.Tensor]:
-    return (binarize_dynamic(batch),)
-
-
-def score(model, guide, test: torch.Tensor, iw_samples: int, args: argparse.Namespace) -> dict[str, float]:
-    """Test ELBO and IW log-likelihood (nats per image), in blocks of ``--data-chunk`` images with progress."""
-    elbo, iw = [], []
-    started = time.perf_counter()
-    blocks = range(0, len(test), args.data_chunk)
-    for start in tqdm(blocks, desc=f"score k={iw_samples}", disable=args.no_progress):
-        block = test[start : start + args.data_chunk]
-        elbo.append(
-            elbo_per_datum(model, guide, block, num_samples=args.elbo_samples, particle_chunk=args.particle_chunk)
-        )
-        iw.append(
-            importance_log_likelihood(model, guide, block, num_samples=iw_samples, particle_chunk=args.particle_chunk)
-        )
-    elbo_all, iw_all = torch.cat(elbo), torch.cat(iw)
-    return {
-        "test_images": len(test),
-        "iw_samples": iw_samples,
-        "test_elbo": elbo_all.mean().item(),
-        "test_iw_log_likelihood": iw_all.mean().item(),
-        "test_nll": -iw_all.mean().item(),
-        "test_nll_standard_error": (iw_all.std() / math.sqrt(len(iw_all))).item() if len(iw_all) > 1 else None,
-        "seconds": time.perf_counter() - started,
-    }
 
 
 def random_mask(shape: tuple[int, ...], observed: float, seed: int) -> torch.Tensor:
@@ -295,7 +248,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    data = load_data(args)
+    data = load_binarised_mnist(args)
     model, guide = build_model(args)
     checkpoint = args.out / CHECKPOINT_NAME
     if checkpoint.exists() and not args.fresh:
@@ -317,8 +270,10 @@ def main(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     fit_seconds = time.perf_counter() - started
-    scores = score(model, guide, data["test"][: args.test_limit], args.iw_samples, args)
-    full = score(model, guide, data["test"], args.full_test_iw_samples, args) if args.full_test_iw_samples else None
+    scores = score_held_out(model, guide, data["test"][: args.test_limit], args)
+    full = None
+    if args.full_test_iw_samples:
+        full = score_held_out(model, guide, data["test"], args, iw_samples=args.full_test_iw_samples)
     imputed = imputation(model, guide, data, args) if args.impute_images else {}
     if not args.no_figures:
         draw_figures(model, guide, data, result.history, args)

@@ -22,33 +22,30 @@ digits and of samples, ELBO curve) to ``<out>/*.png``.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
+from pyro_bdl.data import binarize_dynamic
 from pyro_bdl.experiment import (
     add_common_arguments,
     add_mnist_split_arguments,
     arguments_record,
     check_mnist_split_arguments,
-    data_root,
     environment,
     is_full_mnist_protocol,
-    load_mnist_train_valid,
+    load_binarised_mnist,
     make_parser,
     run_main,
+    score_held_out,
     setup,
     write_results,
 )
 from pyro_bdl.figures import dlgm as dlgm_figures
 from pyro_bdl.figures.draw import canvas_sequence
-from pyro_bdl.inference import elbo_per_datum, importance_log_likelihood
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.models.draw import DRAW, DRAWGuide
 
@@ -93,41 +90,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """Training intensities (n, 784) in [0, 1]; validation and test binarised once, seeded."""
-    train, valid = load_mnist_train_valid(args)
-    test = load_mnist(data_root(args, "mnist"), "test")
-    fixed = torch.Generator().manual_seed(args.seed + 1)
-    data = {
-        "train": to_float(train.images, flatten=True),
-        "test": torch.bernoulli(to_float(test.images, flatten=True), generator=fixed),
-    }
-    if len(valid):
-        data["valid"] = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed)
-    return data
-
-
-def score(model, guide, test: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
-    """Test ELBO and IW log-likelihood (nats per image), ``--data-chunk`` images at a time with progress."""
-    elbo, iw = [], []
-    started = time.perf_counter()
-    for start in tqdm(range(0, len(test), args.data_chunk), desc=f"score k={args.iw_samples}",
-                      disable=args.no_progress):  # fmt: skip
-        block = test[start : start + args.data_chunk]
-        chunk = min(args.particle_chunk, args.iw_samples)
-        elbo.append(elbo_per_datum(model, guide, block, num_samples=args.elbo_samples, particle_chunk=chunk))
-        iw.append(importance_log_likelihood(model, guide, block, num_samples=args.iw_samples, particle_chunk=chunk))
-    elbo_all, iw_all = torch.cat(elbo), torch.cat(iw)
-    return {
-        "test_images": len(test),
-        "iw_samples": args.iw_samples,
-        "test_elbo": elbo_all.mean().item(),
-        "test_nll": -iw_all.mean().item(),
-        "test_nll_standard_error": (iw_all.std() / math.sqrt(len(iw_all))).item() if len(iw_all) > 1 else None,
-        "score_seconds": time.perf_counter() - started,
-    }
-
-
 def draw_figures(model: DRAW, guide: DRAWGuide, data: dict, history: list[dict], args: argparse.Namespace) -> None:
     digits = data["test"][: args.canvas_digits]
     with torch.no_grad():
@@ -143,7 +105,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    data = load_data(args)
+    data = load_binarised_mnist(args)
     model = DRAW(steps=args.steps, z_dim=args.z_dim, hidden_dim=args.hidden_dim, attention=args.attention,
                  write_size=args.write_size)  # fmt: skip
     guide = DRAWGuide(model, read_size=args.read_size)
@@ -173,7 +135,7 @@ def main(args: argparse.Namespace) -> dict:
         valid = "-" if valid is None else f"{valid:.2f}"
         train, seconds = entry["train_elbo"], entry["seconds"]
         print(f"epoch {entry['epoch']}: train ELBO {train:.2f}, validation ELBO {valid}, {seconds:.0f} s")
-    scores = score(model, guide, data["test"][: args.test_limit], args)
+    scores = score_held_out(model, guide, data["test"][: args.test_limit], args)
     if not args.no_figures:
         draw_figures(model, guide, data, result.history, args)
     full = is_full_mnist_protocol(args) and args.iw_samples == 5000

@@ -28,31 +28,28 @@ bit-identical to an uninterrupted one. Results (with the learning curve) go to
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 
 import pyro
-import torch
 from pyro.infer import TraceGraph_ELBO
-from tqdm.auto import tqdm
 
-from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
 from pyro_bdl.experiment import (
     add_common_arguments,
     add_mnist_split_arguments,
     arguments_record,
     check_mnist_split_arguments,
-    data_root,
+    dynamic_binarisation,
     environment,
     is_full_mnist_protocol,
-    load_mnist_train_valid,
+    load_binarised_mnist,
     make_parser,
     run_main,
+    score_held_out,
     setup,
     write_results,
 )
-from pyro_bdl.inference import NormalisedTraceGraph_ELBO, elbo_per_datum, fit, importance_log_likelihood
+from pyro_bdl.inference import NormalisedTraceGraph_ELBO, fit
 from pyro_bdl.models.sbn import BASELINES, SBNGuide, SigmoidBeliefNetwork
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -107,52 +104,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """Training intensities (n, 784) in [0, 1]; validation and test binarised once, seeded."""
-    train, valid = load_mnist_train_valid(args)
-    test = load_mnist(data_root(args, "mnist"), "test")
-    fixed = torch.Generator().manual_seed(args.seed + 1)
-    data = {
-        "train": to_float(train.images, flatten=True),
-        "test": torch.bernoulli(to_float(test.images, flatten=True), generator=fixed),
-    }
-    if len(valid):
-        data["valid"] = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed)
-    return data
-
-
-def dynamic_binarisation(batch: torch.Tensor) -> tuple[torch.Tensor]:
-    return (binarize_dynamic(batch),)
-
-
-def score(model, guide, test: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
-    """Test ELBO and IW log-likelihood (nats per image) in blocks of ``--data-chunk`` images, with progress."""
-    elbo, iw = [], []
-    started = time.perf_counter()
-    for start in tqdm(
-        range(0, len(test), args.data_chunk), desc=f"score k={args.iw_samples}", disable=args.no_progress
-    ):
-        block = test[start : start + args.data_chunk]
-        chunk = min(args.particle_chunk, args.iw_samples)
-        elbo.append(elbo_per_datum(model, guide, block, num_samples=args.elbo_samples, particle_chunk=chunk))
-        iw.append(importance_log_likelihood(model, guide, block, num_samples=args.iw_samples, particle_chunk=chunk))
-    elbo_all, iw_all = torch.cat(elbo), torch.cat(iw)
-    return {
-        "test_images": len(test),
-        "iw_samples": args.iw_samples,
-        "test_elbo": elbo_all.mean().item(),
-        "test_nll": -iw_all.mean().item(),
-        "test_nll_standard_error": (iw_all.std() / math.sqrt(len(iw_all))).item() if len(iw_all) > 1 else None,
-        "score_seconds": time.perf_counter() - started,
-    }
-
-
 def main(args: argparse.Namespace) -> dict:
     setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    data = load_data(args)
+    data = load_binarised_mnist(args)
     model = SigmoidBeliefNetwork(784, args.latent_dims)
     guide = SBNGuide.for_model(
         model, baseline=args.baseline, baseline_beta=args.baseline_beta, baseline_hidden=args.baseline_hidden
@@ -187,7 +144,7 @@ def main(args: argparse.Namespace) -> dict:
             f"validation ELBO {entry['validation_elbo'] if entry['validation_elbo'] is not None else float('nan'):9.3f}"
             f"  {entry['seconds']:.1f} s"
         )
-    scores = score(model, guide, data["test"][: args.test_limit], args)
+    scores = score_held_out(model, guide, data["test"][: args.test_limit], args)
     full = is_full_mnist_protocol(args) and args.iw_samples == 5000
     reference = NVIL_TEST_NLL.get(tuple(args.latent_dims)) if full else None
     results = {

@@ -37,8 +37,10 @@ from pyro_bdl.data.mnist import (
     DATA_ENV,
     MNIST,
     MNIST_TRAIN_SIZE,
+    binarize_dynamic,
     default_validation_size,
     load_mnist,
+    to_float,
     train_validation_split,
 )
 from triton_kernels.files import atomic_write_text, remove_stale_temporaries
@@ -52,12 +54,15 @@ __all__ = [
     "check_mnist_split_arguments",
     "cpu_model",
     "data_root",
+    "dynamic_binarisation",
     "environment",
     "environment_line",
     "is_full_mnist_protocol",
+    "load_binarised_mnist",
     "load_mnist_train_valid",
     "make_parser",
     "run_main",
+    "score_held_out",
     "setup",
     "write_results",
 ]
@@ -154,6 +159,40 @@ def load_mnist_train_valid(args: argparse.Namespace) -> tuple[MNIST, MNIST]:
     if not 0 <= validation < len(train_full):
         raise UsageError(f"--validation must lie in [0, {len(train_full) - 1}], got {validation}")
     return train_validation_split(train_full, validation)
+
+
+def load_binarised_mnist(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """MNIST for a model of binary pixels: ``train`` intensities (n, 784) in [0, 1] (binarised afresh each
+    epoch by :func:`dynamic_binarisation`); ``valid`` (when ``--validation`` > 0) and ``test`` binarised once,
+    each pixel ~ Bernoulli(intensity) with the seed ``--seed`` + 1; ``test_labels`` (n_test,)."""
+    train, valid = load_mnist_train_valid(args)
+    test = load_mnist(data_root(args, "mnist"), "test")
+    fixed = torch.Generator().manual_seed(args.seed + 1)
+    data = {
+        "train": to_float(train.images, flatten=True),
+        "test": torch.bernoulli(to_float(test.images, flatten=True), generator=fixed),
+        "test_labels": test.labels,
+    }
+    if len(valid):
+        data["valid"] = torch.bernoulli(to_float(valid.images, flatten=True), generator=fixed)
+    return data
+
+
+def dynamic_binarisation(batch: torch.Tensor) -> tuple[torch.Tensor]:
+    """``fit``'s ``transform_batch``: intensities (B, D) -> a fresh Bernoulli draw of each pixel, as a 1-tuple."""
+    return (binarize_dynamic(batch),)
+
+
+def score_held_out(model: Callable, guide: Callable, images: torch.Tensor, args: argparse.Namespace, *,
+                   iw_samples: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """:func:`~pyro_bdl.inference.held_out.held_out_scores` of ``images`` (N, D) with the script's
+    ``--iw-samples`` (or ``iw_samples``), ``--elbo-samples``, ``--particle-chunk``, ``--data-chunk`` and
+    ``--no-progress``."""
+    from pyro_bdl.inference.held_out import held_out_scores
+
+    return held_out_scores(model, guide, images, iw_samples=iw_samples or args.iw_samples,
+                           elbo_samples=args.elbo_samples, particle_chunk=args.particle_chunk,
+                           data_chunk=args.data_chunk, progress=not args.no_progress)  # fmt: skip
 
 
 def is_full_mnist_protocol(args: argparse.Namespace) -> bool:
