@@ -189,3 +189,26 @@ def check_num_data(x: torch.Tensor | None, num_data: object, obs_mask: object = 
     if num_data is not None and num_data != x.shape[0]:
         raise ValueError(f"num_data must equal the rows of x ({x.shape[0]}) or be None, got {num_data!r}")
     return x.shape[0]
+
+
+def check_model_rows(
+    x: torch.Tensor | None, num_data: object, obs_mask: object, data_dim: int
+) -> tuple[int, torch.Tensor | None]:
+    """A generative model's ``(rows, x)`` for ``model(x=None, *, obs_mask=None, num_data=None)``.
+
+    ``x`` (rows, data_dim) is checked as a table (NaN only where ``obs_mask`` is False); ``x=None``
+    samples ``num_data`` rows (:func:`check_num_data`).
+    """
+    rows = check_num_data(x, num_data, obs_mask)
+    return rows, None if x is None else check_table("x", x, data_dim, obs_mask)
+
+
+def check_guide_rows(
+    x: torch.Tensor | None, num_data: object, obs_mask: object, data_dim: int
+) -> tuple[int, torch.Tensor]:
+    """An amortised guide's ``(rows, encoder input)``: ``x`` (rows, data_dim) is required, checked as
+    for :func:`check_model_rows`, with its missing entries (``obs_mask`` False) set to 0."""
+    if x is None:
+        raise ValueError(f"x must be a (data, {data_dim}) tensor for the guide to encode, got None")
+    rows, x = check_model_rows(x, num_data, obs_mask, data_dim)
+    return rows, x if obs_mask is None else torch.where(obs_mask, x, torch.zeros_like(x))

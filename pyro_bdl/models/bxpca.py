@@ -30,7 +30,7 @@ from pyro.nn import PyroModule, PyroSample
 
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.observation import ObservationModel
-from pyro_bdl.validation import check_int, check_num_data, check_positive, check_table
+from pyro_bdl.validation import check_int, check_model_rows, check_positive
 
 FEATURE_PLATE = "features"
 """Name of BXPCA's plate over the columns (dim -1, inside the data plate)."""
@@ -89,9 +89,7 @@ class BXPCAModel(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> torch.Tensor:
-        rows = check_num_data(x, num_data, obs_mask)
-        if x is not None:
-            x = check_table("x", x, self.data_dim, obs_mask)
+        rows, x = check_model_rows(x, num_data, obs_mask, self.data_dim)
         loadings, offset = self.loadings, self.offset
         with pyro.plate(DATA_PLATE, rows, dim=-2):
             z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([rows, 1, self.rank]).to_event(1))  # (rows, 1, rank)

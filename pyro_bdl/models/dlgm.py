@@ -44,7 +44,7 @@ from torch import nn
 
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.observation import ObservationModel
-from pyro_bdl.validation import check_choice, check_int, check_num_data, check_table
+from pyro_bdl.validation import check_choice, check_int, check_model_rows
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
 
@@ -247,9 +247,7 @@ class DLGM(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> torch.Tensor:
-        size = check_num_data(x, num_data, obs_mask)
-        if x is not None:
-            x = check_table("x", x, self.data_dim, obs_mask)
+        size, x = check_model_rows(x, num_data, obs_mask, self.data_dim)
         L = self.num_layers
         zero = self._zero if x is None else x.new_zeros(())
         with pyro.plate(DATA_PLATE, size, dim=-1):

@@ -35,7 +35,7 @@ from torch import nn
 
 from pyro_bdl.conventions import DATA_PLATE
 from pyro_bdl.models.dlgm import DLGM, GaussianHead, check_architecture, expand_cat, latent_site, mlp, mlp_out_dim
-from pyro_bdl.validation import check_choice, check_int, check_num_data, check_table
+from pyro_bdl.validation import check_choice, check_guide_rows, check_int, check_table
 
 FLOWS = ("planar", "iaf")
 
@@ -167,12 +167,7 @@ class DLGMGuide(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> list[torch.Tensor]:
-        if x is None:
-            raise ValueError(f"x must be a (data, {self.data_dim}) tensor for the guide to encode, got None")
-        size = check_num_data(x, num_data, obs_mask)
-        x = check_table("x", x, self.data_dim, obs_mask)
-        if obs_mask is not None:
-            x = torch.where(obs_mask, x, torch.zeros_like(x))
+        size, x = check_guide_rows(x, num_data, obs_mask, self.data_dim)
         features = self.features(x)
         if self.flow is not None:
             pyro.module(f"{self._pyro_name}.flows", self.flows, update_module_params=True)

@@ -54,7 +54,7 @@ from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.models.dlgm import GaussianHead, expand_cat
 from pyro_bdl.models.draw_attention import GaussianRead, GaussianWrite, PlainRead, PlainWrite
 from pyro_bdl.observation import ObservationModel
-from pyro_bdl.validation import check_int, check_num_data, check_table
+from pyro_bdl.validation import check_guide_rows, check_int, check_model_rows
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """The decoder state ``(h_dec, cell_dec, canvas)``, shapes ``(..., hidden)``, ``(..., hidden)``, ``(..., D)``."""
@@ -193,9 +193,7 @@ class DRAW(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> torch.Tensor:
-        size = check_num_data(x, num_data, obs_mask)
-        if x is not None:
-            x = check_table("x", x, self.data_dim, obs_mask)
+        size, x = check_model_rows(x, num_data, obs_mask, self.data_dim)
         state = self.initial_state(size, x)
         zero = state[2].new_zeros(())
         # --8<-- [start:model]
@@ -254,12 +252,7 @@ class DRAWGuide(PyroModule):
         num_data: int | None = None,
     ) -> list[torch.Tensor]:
         model = self.model
-        if x is None:
-            raise ValueError(f"x must be a (data, {model.data_dim}) tensor for the guide to encode, got None")
-        size = check_num_data(x, num_data, obs_mask)
-        x = check_table("x", x, model.data_dim, obs_mask)
-        if obs_mask is not None:
-            x = torch.where(obs_mask, x, torch.zeros_like(x))
+        size, x = check_guide_rows(x, num_data, obs_mask, model.data_dim)
         state = model.initial_state(size, x)
         h_enc = cell_enc = x.new_zeros(size, self.hidden_dim)
         canvases = []

@@ -51,7 +51,7 @@ from torch import nn
 from pyro_bdl.conventions import DATA_PLATE, LABEL_SITE, OBS_SITE
 from pyro_bdl.models.dlgm import ACTIVATIONS, MIN_SCALE, mlp
 from pyro_bdl.observation import ObservationModel, get_observation_model
-from pyro_bdl.validation import check_int, check_labels, check_num_data, check_table
+from pyro_bdl.validation import check_int, check_labels, check_model_rows, check_num_data, check_table
 
 LATENT_SITE = "z"
 """The style variable of M2."""
@@ -222,9 +222,7 @@ class M2(PyroModule):
     ) -> torch.Tensor:
         if x is None and num_data is None and isinstance(y, torch.Tensor):
             num_data = y.shape[0]  # labels alone: sample one image per label
-        size = check_num_data(x, num_data, obs_mask)
-        if x is not None:
-            x = check_table("x", x, self.data_dim, obs_mask)
+        size, x = check_model_rows(x, num_data, obs_mask, self.data_dim)
         labels = None if y is None else check_partial_labels(y, size, self.num_classes)
         prior = dist.Categorical(self.class_probs)
         with pyro.plate(DATA_PLATE, size, dim=-1):

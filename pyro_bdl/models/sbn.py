@@ -51,7 +51,13 @@ from torch import nn
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
 from pyro_bdl.models.dlgm import latent_site
 from pyro_bdl.observation import ObservationModel
-from pyro_bdl.validation import check_choice, check_int, check_num_data, check_positive, check_table
+from pyro_bdl.validation import (
+    check_choice,
+    check_guide_rows,
+    check_int,
+    check_model_rows,
+    check_positive,
+)
 
 BASELINES = ("none", "average", "constant", "neural")
 
@@ -136,9 +142,7 @@ class SigmoidBeliefNetwork(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> torch.Tensor:
-        size = check_num_data(x, num_data, obs_mask)
-        if x is not None:
-            x = check_table("x", x, self.data_dim, obs_mask)
+        size, x = check_model_rows(x, num_data, obs_mask, self.data_dim)
         with pyro.plate(DATA_PLATE, size, dim=-1):
             logits = self.top_logits.expand(size, self.latent_dims[-1])
             h = pyro.sample(latent_site(self.num_layers), layer_distribution(logits, self.temperature))
@@ -239,12 +243,7 @@ class SBNGuide(PyroModule):
         obs_mask: torch.Tensor | None = None,
         num_data: int | None = None,
     ) -> list[torch.Tensor]:
-        if x is None:
-            raise ValueError(f"x must be a (data, {self.data_dim}) tensor for the guide to encode, got None")
-        size = check_num_data(x, num_data, obs_mask)
-        x = check_table("x", x, self.data_dim, obs_mask)
-        if obs_mask is not None:
-            x = torch.where(obs_mask, x, torch.zeros_like(x))
+        size, x = check_guide_rows(x, num_data, obs_mask, self.data_dim)
         if self.baseline == "neural":
             pyro.module(f"{self._pyro_name}.baselines", self.baselines, update_module_params=True)
         hs: list[torch.Tensor] = []
