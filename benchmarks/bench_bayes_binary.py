@@ -31,7 +31,15 @@ from collections.abc import Sequence
 import torch
 from timing import add_output_arguments, output_path, time_round_robin
 
-from pyro_bdl.experiment import add_common_arguments, environment, make_parser, run_main, setup, write_results
+from pyro_bdl.experiment import (
+    add_common_arguments,
+    environment,
+    make_parser,
+    require_positive,
+    run_main,
+    setup,
+    write_results,
+)
 from pyro_bdl.kernels import unpack_signs
 from pyro_bdl.models.bayes_binary import BayesBinaryMLP
 from pyro_bdl.networks.packed_ensemble import PackedBinaryEnsembleMLP, export_packed_ensemble
@@ -48,9 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    for name in ("hidden", "depth", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "hidden", "depth", "rounds")
     if args.warmup < 0 or min(args.samples) < 1 or min(args.batches) < 1:
         parser.error("--warmup must be non-negative, --samples and --batches positive")
     return args

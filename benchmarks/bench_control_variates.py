@@ -50,6 +50,7 @@ from pyro_bdl.experiment import (
     data_root,
     environment,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -77,9 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--limit", type=int, default=20000, help="training images used")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "draws", "train_steps", "eval_every", "eval_images", "limit"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "batch_size", "draws", "train_steps", "eval_every", "eval_images", "limit")
     for name in ("pretrain_steps", "baseline_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")

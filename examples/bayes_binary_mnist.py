@@ -67,6 +67,7 @@ from pyro_bdl.experiment import (
     environment,
     load_mnist_train_valid,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -145,18 +146,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("hidden", "depth", "width", "epochs", "batch_size", "num_samples", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "hidden", "depth", "width", "epochs", "batch_size", "num_samples", "threads")
     if args.calibration < 0:
         parser.error(f"--calibration must be non-negative, got {args.calibration}")
     positive = ("lr_start", "lr_end", "natural_lr", "bayes_lr", "temperature", "init_logit_scale", "likelihood_weight")
-    for name in positive:
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("bn_lr", "baseline_bn_lr", "max_logit"):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, *positive)
+    require_positive(parser, args, "bn_lr", "baseline_bn_lr", "max_logit")
     if not args.lr_end <= min(args.lr_start, args.bayes_lr):
         parser.error("--lr-end must not exceed --lr-start or --bayes-lr")
     if not args.natural_lr < 1:

@@ -40,6 +40,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_mnist_train_valid,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -70,9 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("epochs", "hidden", "depth", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "epochs", "hidden", "depth", "batch_size", "threads")
     if not 0 < args.lr_end <= args.lr_start:
         parser.error(f"need 0 < --lr-end <= --lr-start, got {args.lr_end} and {args.lr_start}")
     check_mnist_split_arguments(parser, args)

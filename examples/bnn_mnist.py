@@ -65,6 +65,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_mnist_train_valid,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -101,9 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    for name in ("hidden", "depth", "epochs", "batch_size", "num_samples", "num_bins", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "hidden", "depth", "epochs", "batch_size", "num_samples", "num_bins", "threads")
     if not 0 < args.pi < 1 or not args.lr > 0 or not args.prior_scale > 0:
         parser.error("need 0 < --pi < 1, --lr > 0 and --prior-scale > 0")
     check_mnist_split_arguments(parser, args)

@@ -78,6 +78,7 @@ from pyro_bdl.experiment import (
     environment,
     environment_line,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -176,12 +177,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="turn off Pyro's and torch.distributions' argument validation while training (about 20%% faster)",
     )
     args = parser.parse_args(argv)
-    for name in ("batch_size", "num_samples", "threads", "selection_splits"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("max_splits", "max_splits_large"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "batch_size", "num_samples", "threads", "selection_splits")
+    require_positive(parser, args, "max_splits", "max_splits_large")
     if not args.epochs_factor > 0 or args.min_steps < 0:
         parser.error("--epochs-factor must be positive and --min-steps non-negative")
     if not args.lr > 0 or not args.prior_scale > 0 or not 0 < args.dropout < 1:

@@ -46,6 +46,7 @@ from pyro_bdl.experiment import (
     environment,
     load_mnist_train_valid,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -71,9 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--elbo-samples", type=int, default=10, help="guide draws per validation image")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    for name in ("processes", "latent_dim", "hidden_dim", "epochs", "batch_size", "elbo_samples", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(
+        parser, args, "processes", "latent_dim", "hidden_dim", "epochs", "batch_size", "elbo_samples", "threads"
+    )
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.batch_size % args.processes:

@@ -41,6 +41,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_binarised_mnist,
     make_parser,
+    require_positive,
     run_main,
     score_held_out,
     setup,
@@ -128,7 +129,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"give --hidden-dims once per stochastic layer ({len(args.latent_dims)}), got {len(args.hidden_dims)}"
         )
-    for name in (
+    require_positive(
+        parser,
+        args,
         "epochs",
         "batch_size",
         "iw_samples",
@@ -139,9 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "impute_steps",
         "threads",
         "num_flows",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    )
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.impute_images < 0 or args.full_test_iw_samples < 0:

@@ -31,6 +31,7 @@ from pyro_bdl.experiment import (
     data_root,
     environment,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -74,7 +75,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    for name in (
+    require_positive(
+        parser,
+        args,
         "epochs",
         "batch_size",
         "limit",
@@ -83,9 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "elbo_samples",
         "particle_chunk",
         "threads",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    )
     return args
 
 

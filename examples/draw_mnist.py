@@ -39,6 +39,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_binarised_mnist,
     make_parser,
+    require_positive,
     run_main,
     score_held_out,
     setup,
@@ -79,13 +80,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("steps", "z_dim", "hidden_dim", "read_size", "write_size", "epochs", "batch_size", "iw_samples",
-                 "elbo_samples", "particle_chunk", "data_chunk", "canvas_digits", "threads"):  # fmt: skip
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("lr", "clip"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    require_positive(
+        parser,
+        args,
+        "steps",
+        "z_dim",
+        "hidden_dim",
+        "read_size",
+        "write_size",
+        "epochs",
+        "batch_size",
+        "iw_samples",
+        "elbo_samples",
+        "particle_chunk",
+        "data_chunk",
+        "canvas_digits",
+        "threads",
+    )
+    require_positive(parser, args, "lr", "clip")
     check_mnist_split_arguments(parser, args)
     return args
 

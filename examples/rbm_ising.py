@@ -47,6 +47,7 @@ from pyro_bdl.experiment import (
     arguments_record,
     environment,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -77,9 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16], help="block sides for the block share")
     parser.add_argument("--controls", type=int, default=20, help="shuffled-weight controls per unit")
     args = parser.parse_args(argv)
-    for name in ("samples", "check_samples", "thin", "epochs", "batch_size", "controls", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "samples", "check_samples", "thin", "epochs", "batch_size", "controls", "threads")
     if args.side < 2 or args.burn_in < 0 or min(args.hidden_dims) < 1 or min(args.blocks) < 1:
         parser.error("--side must be >= 2, --burn-in >= 0, every --hidden-dims and --blocks entry >= 1")
     if not args.temperature > 0 or any(not t > 0 for t in args.check_temperatures) or args.l1 < 0 or args.lr <= 0:

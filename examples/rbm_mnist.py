@@ -55,6 +55,7 @@ from pyro_bdl.experiment import (
     data_root,
     environment,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -104,12 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     args = parser.parse_args(argv)
-    for name in ("hidden", "k", "chains", "epochs", "batch_size", "ais_runs", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("limit", "test_limit"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(parser, args, "hidden", "k", "chains", "epochs", "batch_size", "ais_runs", "threads")
+    require_positive(parser, args, "limit", "test_limit")
     if not 0 <= args.validation < (args.limit or 60_000):
         parser.error(f"--validation must lie in [0, training images), got {args.validation}")
     if args.score_test and not args.validation:

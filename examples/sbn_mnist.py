@@ -44,6 +44,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_binarised_mnist,
     make_parser,
+    require_positive,
     run_main,
     score_held_out,
     setup,
@@ -90,9 +91,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "iw_samples", "elbo_samples", "particle_chunk", "data_chunk", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(
+        parser, args, "epochs", "batch_size", "iw_samples", "elbo_samples", "particle_chunk", "data_chunk", "threads"
+    )
     if args.baseline_hidden < 1:
         parser.error(f"--baseline-hidden must be positive, got {args.baseline_hidden}")
     if args.lr <= 0:

@@ -57,6 +57,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_mnist_train_valid,
     make_parser,
+    require_positive,
     run_main,
     setup,
     write_results,
@@ -112,10 +113,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
-    for name in ("labels", "epochs", "batch_size", "labelled_batch", "latent_dim", "hidden", "m1_epochs", "threads",
-                 "labelled_every"):  # fmt: skip
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    require_positive(
+        parser,
+        args,
+        "labels",
+        "epochs",
+        "batch_size",
+        "labelled_batch",
+        "latent_dim",
+        "hidden",
+        "m1_epochs",
+        "threads",
+        "labelled_every",
+    )
     for name in ("classifier_warmup", "unlabelled_warmup"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")

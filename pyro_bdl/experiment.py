@@ -61,6 +61,7 @@ __all__ = [
     "load_binarised_mnist",
     "load_mnist_train_valid",
     "make_parser",
+    "require_positive",
     "run_main",
     "score_held_out",
     "setup",
@@ -150,6 +151,15 @@ def check_mnist_split_arguments(parser: argparse.ArgumentParser, args: argparse.
             parser.error(
                 f"--validation must lie in [0, {available - 1}] (training images available), got {args.validation}"
             )
+
+
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """Stop with ``--NAME must be positive, got V`` (argparse's exit code 2) for the first of ``names``
+    whose value is set and not > 0 (``None``, an optional flag left unset, passes)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 def load_mnist_train_valid(args: argparse.Namespace) -> tuple[MNIST, MNIST]:
