@@ -74,7 +74,7 @@ class PackedBinaryEnsembleMLP(nn.Module):
     Buffers: ``first_weight`` (S * H, in_features) float32, the first layer's stacked +-1
     weights; per later layer ``words_i`` (S, out, ceil(in / 32)) int32; per layer ``scale_i``,
     ``shift_i`` (out,) float32 shared by the samples, or (S, out), one fold per sample. Derived
-    (not saved; remade by ``load_state_dict``): ``first_words`` (S * H, ceil(in / 32)) int32 and
+    (not saved; remade by ``load_state_dict`` and :meth:`refresh`): ``first_words`` (S * H, ceil(in / 32)) int32 and
     the pixel fold ``pixel_scale``, ``pixel_shift`` (S * H,).
 
     Shapes: x (B, in_features) uint8 pixels or real values -> :meth:`forward` logits (S, B,
@@ -109,11 +109,13 @@ class PackedBinaryEnsembleMLP(nn.Module):
         self.depth = len(folds)
         for name in ("first_words", "pixel_scale", "pixel_shift"):
             self.register_buffer(name, torch.empty(0), persistent=False)
-        self._derive()
-        self.register_load_state_dict_post_hook(lambda module, _: module._derive())
+        self.refresh()
+        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
 
-    def _derive(self) -> None:
-        """The first layer's sign words and the pixel fold ``s (high - low) / 255``, ``t + s low sum_k w_k``."""
+    def refresh(self) -> None:
+        """Remake the derived buffers (the first layer's sign words, the pixel fold ``s (high - low) / 255``,
+        ``t + s low sum_k w_k``) and drop the compiled plan; ``load_state_dict`` calls it, call it after
+        editing buffers in place."""
         samples, hidden = self.num_samples, self.widths[0]
         low, high = self.input_range
         scale = self.scale_0.float().expand(samples, hidden).reshape(-1)
@@ -121,22 +123,21 @@ class PackedBinaryEnsembleMLP(nn.Module):
         self.first_words = pack_signs(self.first_weight, check_nan=False)
         self.pixel_scale = scale * ((high - low) / 255.0)
         self.pixel_shift = shift + scale * (low * self.first_weight.sum(-1))
-        self._plan: tuple[tuple[torch.Tensor, ...], object] | None = None
+        self._plan: tuple | None = None
 
     def _later_layers(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
         return [(getattr(self, f"words_{i}"), self.widths[i - 1], getattr(self, f"scale_{i}"),
                  getattr(self, f"shift_{i}")) for i in range(1, self.depth)]  # fmt: skip
 
     def _compiled_plan(self):
-        """The compiled CPU forward's operands, remade when a buffer is replaced (``.to``, ``load_state_dict``)."""
-        sources = (self.first_words, self.pixel_scale, self.pixel_shift,
-                   *(t for layer in self._later_layers() for t in layer if isinstance(t, torch.Tensor)))  # fmt: skip
-        if self._plan is None or len(self._plan[0]) != len(sources) or any(
-                a is not b for a, b in zip(self._plan[0], sources, strict=True)):  # fmt: skip
+        """The compiled CPU forward's operands, made on first use and again when the buffers were replaced
+        (``.to``, ``load_state_dict``: ``first_words`` and ``pixel_scale`` are then new tensors)."""
+        key = (self.first_words, self.pixel_scale)
+        if self._plan is None or self._plan[0][0] is not key[0] or self._plan[0][1] is not key[1]:
             plan = make_packed_mlp_plan(self.first_words, self.in_features, self.pixel_scale, self.pixel_shift,
                                         self._later_layers(), self.num_samples)  # fmt: skip
-            self._plan = (sources, (plan, plan_arrays(plan, self.num_samples)))
-        return self._plan[1][1]
+            self._plan = (key, plan_arrays(plan, self.num_samples), plan)
+        return self._plan[1]
 
     def _route(self, x: torch.Tensor) -> str:
         """``"bitplane"`` or ``"float"`` for input ``x`` (checked)."""
