@@ -15,7 +15,8 @@ once for all of them, the sample dimension folded into the batch:
 * a linear block: one batched ``xnor_gemm`` over ``(S, out, KW)``; the last writes float32
   logits (S, B, classes).
 
-Sample ``s``'s logits equal member ``s`` run alone, bit for bit, wherever the float first
+Large batches run in passes of ``SAMPLE_ROWS_PER_PASS // S`` images. Sample ``s``'s logits
+equal member ``s`` run alone, bit for bit, wherever the float first
 convolution rounds alike (exactly when its products are exact, e.g. inputs on a coarse grid).
 """
 
@@ -34,6 +35,9 @@ from pyro_bdl.networks.packed_convnet import PackedBinaryConvNet, export_packed_
 from pyro_bdl.networks.packed_ensemble import posterior_mode_convnet, recalibrate_batch_norm
 
 _STACKED = ("words", "signs", "scale", "shift", "and_words")
+# Images times samples per pass: larger passes make feature maps of tens of MB, whose fresh pages
+# cost more than the arithmetic (measured: 200 MNIST images x 8 samples, 1.4x slower unchunked).
+SAMPLE_ROWS_PER_PASS = 256
 
 
 def _architecture(member: PackedBinaryConvNet) -> tuple:
@@ -114,6 +118,12 @@ class PackedBinaryEnsembleConvNet(nn.Module):
             raise ValueError(f"x must be (batch, {self.in_channels}, height, width), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a float tensor, got dtype {x.dtype}")
+        rows = max(1, SAMPLE_ROWS_PER_PASS // self.num_samples)
+        if x.shape[0] <= rows:
+            return self._forward(x)
+        return torch.cat([self._forward(chunk) for chunk in x.split(rows)], dim=1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         samples, last = self.num_samples, len(self.kinds) - 1
         words = None
         for index, kind in enumerate(self.kinds):
