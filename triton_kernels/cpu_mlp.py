@@ -32,7 +32,8 @@ go to the threads of :func:`triton_kernels.cpu.thread_pool` when the work repays
 function                    inputs                                         output
 ==========================  =============================================  ======================
 ``make_packed_mlp_plan``     first-layer words (R, KW0), later (S, N, KW)   dict of tensors (plan)
-``packed_mlp_cpu``           pixels (B, K) uint8, plan                      logits (S, B, N) f32
+``plan_arrays``              plan, S                                        numpy views (cache them)
+``packed_mlp_cpu``           pixels (B, K) uint8, plan_arrays               logits (S, B, N) f32
 ``packed_mlp_reference``     pixels, the same words and folds              the same, plain torch
 ==========================  =============================================  ======================
 """
@@ -50,7 +51,7 @@ import torch
 
 from triton_kernels.cpu import thread_count, thread_pool
 from triton_kernels.cpu_jit import MIN_WORDS_PER_THREAD, popcount
-from triton_kernels.pack import pack_signs_reference, unpack_signs_reference
+from triton_kernels.pack import pack_signs_reference
 from triton_kernels.pixel_gemm import pixel_gemm_reference
 from triton_kernels.xnor_gemm import xnor_gemm_reference
 
@@ -220,6 +221,7 @@ def make_packed_mlp_plan(
         "scales": torch.from_numpy(np.concatenate(scales) if scales else empty),
         "shifts": torch.from_numpy(np.concatenate(shifts) if shifts else empty),
         "layout": torch.tensor(layout, dtype=torch.int64).reshape(-1, LAYOUT_FIELDS),
+        "k": torch.tensor(k),
     }
 
 
@@ -234,6 +236,7 @@ class PlanArrays(NamedTuple):
     shifts: np.ndarray
     layout: np.ndarray
     samples: int
+    k: int
 
 
 def plan_arrays(plan: dict[str, torch.Tensor], samples: int) -> PlanArrays:
@@ -241,7 +244,7 @@ def plan_arrays(plan: dict[str, torch.Tensor], samples: int) -> PlanArrays:
     return PlanArrays(
         plan["first_words"].numpy().view(np.uint64), plan["pixel_scale"].numpy(), plan["pixel_shift"].numpy(),
         plan["weights"].numpy().view(np.uint64), plan["scales"].numpy(), plan["shifts"].numpy(),
-        plan["layout"].numpy(), samples,
+        plan["layout"].numpy(), samples, int(plan["k"]),
     )  # fmt: skip
 
 
@@ -252,6 +255,10 @@ def packed_mlp_cpu(pixels: torch.Tensor, arrays: PlanArrays, threads: int | None
     many (default ``torch.get_num_threads()``); rows split over them only when each share
     outlasts waking a thread.
     """
+    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.device.type != "cpu":
+        raise TypeError(f"pixels must be a uint8 CPU tensor, got {getattr(pixels, 'dtype', type(pixels).__name__)}")
+    if pixels.dim() != 2 or pixels.shape[1] != arrays.k:
+        raise ValueError(f"pixels must be (batch, k={arrays.k}), got shape {tuple(pixels.shape)}")
     samples, layout = arrays.samples, arrays.layout
     units = int(layout[-1, 1]) if layout.shape[0] else arrays.first_words.shape[1] // samples
     batch = pixels.shape[0]
@@ -261,9 +268,9 @@ def packed_mlp_cpu(pixels: torch.Tensor, arrays: PlanArrays, threads: int | None
     workers = 1 if work < 2 * MIN_WORDS_PER_THREAD else max(1, min(threads or thread_count(), batch,
                                                                     work // MIN_WORDS_PER_THREAD))  # fmt: skip
     bounds = [batch * t // workers for t in range(workers + 1)]
-    futures = [thread_pool(workers - 1).submit(_forward_rows, x, lo, hi, *arrays, logits)
+    futures = [thread_pool(workers - 1).submit(_forward_rows, x, lo, hi, *arrays[:-1], logits)
                for lo, hi in itertools.pairwise(bounds[1:])]  # fmt: skip
-    _forward_rows(x, bounds[0], bounds[1], *arrays, logits)
+    _forward_rows(x, bounds[0], bounds[1], *arrays[:-1], logits)
     for future in futures:
         future.result()
     return torch.from_numpy(logits)
@@ -286,11 +293,6 @@ def packed_mlp_reference(
         signs = pack_signs_reference(y)
         y = xnor_gemm_reference(signs, words, k_i, scale=scale, bias=shift, out_dtype=torch.float32)
     return y.contiguous()
-
-
-def first_layer_signs(first_words: torch.Tensor, k: int) -> torch.Tensor:
-    """Row sums ``sum_k w_k`` (R,) int32 of the first layer's sign words, for folding an input offset."""
-    return unpack_signs_reference(first_words, k, torch.int32).sum(-1, dtype=torch.int32)
 
 
 def warm_up() -> None:

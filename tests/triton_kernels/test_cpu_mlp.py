@@ -84,3 +84,12 @@ def test_rows_split_over_threads_give_the_same_logits(monkeypatch):
 def test_plan_rejects_rows_not_divisible_by_samples():
     with pytest.raises(ValueError, match="multiple of samples=2"):
         cpu_mlp.make_packed_mlp_plan(torch.zeros(3, 1, dtype=torch.int32), 5, torch.ones(3), torch.zeros(3), [], 2)
+
+
+def test_forward_rejects_bad_pixels():
+    plan = cpu_mlp.make_packed_mlp_plan(torch.zeros(2, 1, dtype=torch.int32), 5, torch.ones(2), torch.zeros(2), [], 1)
+    arrays = cpu_mlp.plan_arrays(plan, 1)
+    with pytest.raises(TypeError, match="uint8"):
+        cpu_mlp.packed_mlp_cpu(torch.zeros(1, 5), arrays)
+    with pytest.raises(ValueError, match=r"\(batch, k=5\)"):
+        cpu_mlp.packed_mlp_cpu(torch.zeros(1, 6, dtype=torch.uint8), arrays)
