@@ -1,21 +1,27 @@
 """Posterior predictive of a Bayesian binary MLP: S packed networks in one pass vs the same ensemble in fp32 torch.
 
-For S posterior weight samples of a ``784 - hidden x depth - 10`` Bayesian binary MLP:
+For S posterior weight samples of a ``784 - hidden x depth - 10`` Bayesian binary MLP, on
+uint8 pixels (random bytes 0..255: no blank image borders to skip, the kernels' worst case):
 
-* ``packed``: :class:`pyro_bdl.networks.packed_ensemble.PackedBinaryEnsembleMLP`, the weights
-  packed once; the first layer (real pixels, shared by the samples) one float product with the S
-  weight matrices stacked, every later layer one batched ``xnor_gemm`` over the stacked sign
-  words with the folded batch norm and sign packing in its epilogue.
-* ``fp32``: the same S networks as dense float32 torch (the +-1 weights as floats, one
-  ``x @ W^T`` for the first layer, ``torch.bmm`` over the samples for the others, scale,
-  shift and sign between layers).
+* ``packed``: :class:`pyro_bdl.networks.packed_ensemble.PackedBinaryEnsembleMLP` on the uint8
+  pixels: the first layer BinaryNet's bit planes (8 AND-popcount products with the S stacked
+  packed weight matrices, exact in integers), every later layer an XNOR-popcount product over
+  the S stacked sign words, folded batch norms and sign packing fused; on the CPU the whole
+  S-network forward is one compiled call (:mod:`triton_kernels.cpu_mlp`).
+* ``packed_float``: the same ensemble given the pixels as floats: the first layer one float
+  product with the S weight matrices stacked (the route before the bit planes).
+* ``fp32``: the same S networks as dense float32 torch on the same pixel values as floats (the
+  +-1 weights as floats, one ``x @ W^T`` for the first layer, ``torch.bmm`` over the samples
+  for the others, scale, shift and sign between layers).
 
-Both run round-robin in one process (``benchmarks/timing.py``), so load from other processes
-hits them alike; the medians are reported. The headline ratio compares the packed ensemble of S
-networks with ONE fp32 forward pass of the same network at the same batch (issue 13's target:
-S = 8 packed below one fp32 forward at batch 1). Weights are random draws and the batch norms
-random but plausible: the cost does not depend on the values, and both paths are checked to
-give the same logits. Writes JSON (``runs/bench/`` unless ``--record`` or ``--out``).
+The pixels stand for themselves (``input_range=(0, 255)``), so every float product is an exact
+integer and the three give identical logits, which is checked (``torch.equal``) before timing.
+All run round-robin in one process (``benchmarks/timing.py``), so load from other processes hits
+them alike; the medians are reported (batches up to 16 get 10x the rounds: they are cheap and
+noisier). The headline ratio compares the packed ensemble of S networks with ONE fp32 forward
+pass of the same network at the same batch (issue 13's target: S = 8 packed below one fp32
+forward at batch 1). Weights are random draws and the batch norms random but plausible: the
+cost does not depend on their values. Writes JSON (``runs/bench/`` unless ``--record`` or ``--out``).
 
     python benchmarks/bench_bayes_binary.py
     python benchmarks/bench_bayes_binary.py --hidden 4096 --depth 3 --rounds 20
@@ -26,7 +32,8 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 from timing import add_output_arguments, output_path, time_round_robin
@@ -44,6 +51,8 @@ from pyro_bdl.kernels import unpack_signs
 from pyro_bdl.models.bayes_binary import BayesBinaryMLP
 from pyro_bdl.networks.packed_ensemble import PackedBinaryEnsembleMLP, export_packed_ensemble
 
+PIXEL_SPREAD = 74.0  # standard deviation of a uniform byte: first-layer sums are this much wider than +-1 sums
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
@@ -52,11 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 8, 32], help="ensemble sizes S")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per batch size (after --warmup)")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="timed rounds per batch size (after --warmup); 10x for batches up to 16")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help=f"back-to-back calls per method and round for batches up to {SMALL_BATCH}")  # fmt: skip
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    require_positive(parser, args, "hidden", "depth", "rounds")
+    require_positive(parser, args, "hidden", "depth", "rounds", "repeats")
     if args.warmup < 0 or min(args.samples) < 1 or min(args.batches) < 1:
         parser.error("--warmup must be non-negative, --samples and --batches positive")
     return args
@@ -89,45 +101,93 @@ class DenseEnsembleMLP(torch.nn.Module):
 def make_ensemble(args: argparse.Namespace, samples: int, device: torch.device) -> PackedBinaryEnsembleMLP:
     torch.manual_seed(samples)
     net = BayesBinaryMLP(784, args.hidden, args.depth, 10)
-    for norm in net.norms:  # random but plausible batch-norm statistics (pre-activations of +-1 sums)
-        norm.running_mean.normal_(0.0, 0.5 * norm.num_features**0.5)
-        norm.running_var.uniform_(0.5, 2.0).mul_(norm.num_features)
+    for index, norm in enumerate(net.norms):  # random but plausible statistics of the pre-activations
+        spread = norm.num_features**0.5 * (PIXEL_SPREAD if index == 0 else 1.0)  # first layer: pixel sums
+        norm.running_mean.normal_(0.0, 0.5 * spread)
+        norm.running_var.uniform_(0.5, 2.0).mul_(spread**2)
     weights = [torch.where(torch.rand(samples, *layer.weight_shape) < 0.5, -1.0, 1.0) for layer in net.layers]
-    return export_packed_ensemble(net, weights).to(device)
+    return export_packed_ensemble(net, weights, input_range=(0.0, 255.0)).to(device)
+
+
+SMALL_BATCH = 16  # batches up to this get 10x the rounds and --repeats calls per round
+
+
+def ratio(median: dict[str, float], numerator: str, denominator: str) -> float | None:
+    return median[numerator] / median[denominator] if denominator in median else None
+
+
+def rounds_for(args: argparse.Namespace, batch: int) -> int:
+    return args.rounds * (10 if batch <= SMALL_BATCH else 1)
+
+
+class Repeated:
+    """A timed step that calls ``call`` ``repeats`` times back to back on one batch.
+
+    Keeps, per round, the first call's wall seconds (``cold``: the other methods ran just
+    before and evicted its weights from the caches) and the median of the others (``warm``:
+    one network serving request after request). One call per round: both are that call.
+    """
+
+    def __init__(self, call: Callable[[tuple], float], repeats: int) -> None:
+        self.call, self.repeats = call, repeats
+        self.cold: list[float] = []
+        self.warm: list[float] = []
+
+    def __call__(self, x: tuple) -> float:
+        seconds = []
+        for _ in range(self.repeats):
+            start = time.perf_counter()
+            value = self.call(x)
+            seconds.append(time.perf_counter() - start)
+        self.cold.append(seconds[0])
+        self.warm.append(statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0])
+        return value
 
 
 def main(args: argparse.Namespace) -> dict:
     device = setup(args)
     env = environment(device)
     env["device"] = env.get("gpu", env["cpu"])
-    implementations = {}
+    calls = {}  # each takes (pixels uint8, the same pixels as float32)
     for samples in args.samples:
         packed = make_ensemble(args, samples, device)
         dense = DenseEnsembleMLP(packed)
-        probe = torch.rand(64, 784, device=device) * 2 - 1
+        probe = torch.randint(0, 256, (64, 784), dtype=torch.uint8, device=device)
         with torch.no_grad():
-            torch.testing.assert_close(packed(probe), dense(probe), atol=1e-3, rtol=1e-4)
-        implementations[f"packed_S{samples}"] = packed
-        implementations[f"fp32_S{samples}"] = dense
+            expected = dense(probe.float())
+            for route, logits in (("bit planes", packed(probe)), ("float", packed(probe.float()))):
+                if not torch.equal(logits, expected):
+                    raise RuntimeError(f"S={samples}: the packed {route} route's logits differ from fp32's")
+        calls[f"packed_S{samples}"] = lambda x, net=packed: net(x[0])[-1, -1, -1].item()
+        calls[f"packed_float_S{samples}"] = lambda x, net=packed: net(x[1])[-1, -1, -1].item()
+        calls[f"fp32_S{samples}"] = lambda x, net=dense: net(x[1])[-1, -1, -1].item()
     rows = []
     for batch in args.batches:
-        steps = {name: (lambda x, net=net: float(net(x).sum())) for name, net in implementations.items()}
-        inputs = [torch.rand(batch, 784, device=device) * 2 - 1 for _ in range(args.warmup + args.rounds)]
+        repeats = args.repeats if batch <= SMALL_BATCH else 1
+        steps = {name: Repeated(call, repeats) for name, call in calls.items()}
+        pixels = [torch.randint(0, 256, (batch, 784), dtype=torch.uint8, device=device)
+                  for _ in range(args.warmup + rounds_for(args, batch))]  # fmt: skip
         with torch.no_grad():
-            times = time_round_robin(steps, inputs, args.warmup, str(device))
-        median = {name: statistics.median(values["wall"]) * 1e3 for name, values in times.items()}
-        single = median.get("fp32_S1")
+            time_round_robin(steps, [(p, p.float()) for p in pixels], args.warmup, str(device))
+        warm = {name: statistics.median(step.warm[args.warmup :]) * 1e3 for name, step in steps.items()}
+        cold = {name: statistics.median(step.cold[args.warmup :]) * 1e3 for name, step in steps.items()}
         for samples in args.samples:
-            packed_ms, fp32_ms = median[f"packed_S{samples}"], median[f"fp32_S{samples}"]
-            rows.append({"batch": batch, "samples": samples, "packed_ms": packed_ms, "fp32_ms": fp32_ms,
-                         "fp32_over_packed": fp32_ms / packed_ms,
-                         "packed_over_one_fp32_forward": None if single is None else packed_ms / single})  # fmt: skip
+            packed, fp32, single = (f"packed_S{samples}", f"fp32_S{samples}", "fp32_S1")
+            rows.append({"batch": batch, "samples": samples, "repeats": repeats, "packed_ms": warm[packed],
+                         "packed_float_ms": warm[f"packed_float_S{samples}"], "fp32_ms": warm[fp32],
+                         "packed_cold_ms": cold[packed], "fp32_cold_ms": cold[fp32],
+                         "fp32_over_packed": warm[fp32] / warm[packed],
+                         "packed_over_one_fp32_forward": ratio(warm, packed, single),
+                         "cold_packed_over_one_fp32_forward": ratio(cold, packed, single)})  # fmt: skip
     print(f"device: {env['device']}  threads {torch.get_num_threads()}  MLP 784-{args.hidden}x{args.depth}-10")
-    print(f"{'batch':>6} {'S':>4} {'packed':>11} {'fp32':>11} {'fp32/packed':>12} {'packed / one fp32 pass':>23}")
+    print("warm: median of back-to-back calls; cold: each round's first call, after the other methods ran")
+    print(f"{'batch':>6} {'S':>4} {'packed':>11} {'packed float':>13} {'fp32':>11} {'fp32/packed':>12} "
+          f"{'packed / one fp32 pass':>23} {'(cold)':>7}")  # fmt: skip
     for row in rows:
-        versus = row["packed_over_one_fp32_forward"]
-        print(f"{row['batch']:>6} {row['samples']:>4} {row['packed_ms']:>8.3f} ms {row['fp32_ms']:>8.3f} ms "
-              f"{row['fp32_over_packed']:>11.2f}x {'' if versus is None else f'{versus:.2f}':>23}")  # fmt: skip
+        versus, cold = (row[key] for key in ("packed_over_one_fp32_forward", "cold_packed_over_one_fp32_forward"))
+        versus, cold = ("" if value is None else f"{value:.2f}" for value in (versus, cold))
+        print(f"{row['batch']:>6} {row['samples']:>4} {row['packed_ms']:>8.3f} ms {row['packed_float_ms']:>10.3f} ms "
+              f"{row['fp32_ms']:>8.3f} ms {row['fp32_over_packed']:>11.2f}x {versus:>23} {cold:>7}")  # fmt: skip
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
     payload = {"environment": env, "config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     write_results(output_path(args, f"bayes_binary-{slug}"), payload)

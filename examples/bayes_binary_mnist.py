@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro.infer import Predictive, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
 
 from pyro_bdl.bnn import BNNClassifier
 from pyro_bdl.conventions import DATA_PLATE
@@ -78,7 +78,13 @@ from pyro_bdl.inference.natural_gradient import natural_gradient_optim
 from pyro_bdl.layers import attach_weight_clipping, binary_layers, binarynet_param_groups
 from pyro_bdl.layers.bayes_binary import bayesian_binary_layers
 from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BayesBinaryMLP, BernoulliMeanFieldGuide
-from pyro_bdl.networks import BinaryNetMLP, export_packed_convnet, export_packed_mlp, square_hinge_loss
+from pyro_bdl.networks import (
+    BinaryNetMLP,
+    export_packed_convnet,
+    export_packed_ensemble_convnet,
+    export_packed_mlp,
+    square_hinge_loss,
+)
 from pyro_bdl.networks.packed_ensemble import (
     export_packed_ensemble,
     posterior_mode_convnet,
@@ -275,11 +281,11 @@ def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict
 
 
 class BayesPredictor:
-    """S posterior networks drawn once from the guide and packed.
+    """S posterior networks drawn once from the guide and packed into one batched ensemble.
 
-    MLP: one batched packed ensemble. ConvNet with ``calibration``: S packed ConvNets, each with
-    its own re-estimated batch norms, run one after the other (a Python loop over samples, not
-    one batched pass); without ``calibration``, ``Predictive`` with the running statistics.
+    MLP: :func:`export_packed_ensemble`; ConvNet: :func:`export_packed_ensemble_convnet`; each
+    sampled network with its own re-estimated batch norms when ``calibration`` is given, else
+    with the running statistics. One pass over the kernels evaluates all S networks.
     """
 
     def __init__(self, args: argparse.Namespace, model: BNNClassifier, guide: BernoulliMeanFieldGuide,
@@ -288,19 +294,14 @@ class BayesPredictor:
         net = model.net
         layers = [layer for _, layer in bayesian_binary_layers(net)]
         self.draws = guide.sample_weights(args.num_samples)
+        weights = guide.by_layer(self.draws, layers)
         mode = guide.by_layer(guide.mode(), layers)
         if args.arch == "mlp":
-            weights = guide.by_layer(self.draws, layers)
             self.ensemble = export_packed_ensemble(net, weights, calibration=calibration)
             mode_net = posterior_mode_mlp(net, mode)
             export = export_packed_mlp
         else:
-            self.members = []
-            if calibration is not None:
-                per_layer = guide.by_layer(self.draws, layers)
-                for index in range(args.num_samples):
-                    member = posterior_mode_convnet(net, [weight[index] for weight in per_layer])
-                    self.members.append(export_packed_convnet(recalibrate_batch_norm(member, calibration)))
+            self.ensemble = export_packed_ensemble_convnet(net, weights, calibration=calibration)
             mode_net = posterior_mode_convnet(net, mode)
             export = export_packed_convnet
         if calibration is not None:
@@ -310,12 +311,7 @@ class BayesPredictor:
     @torch.no_grad()
     def logits(self, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
         """(S, n, 10) logits of the S drawn networks."""
-        if self.arch == "mlp":
-            return torch.cat([self.ensemble(x[start : start + chunk]) for start in range(0, len(x), chunk)], dim=1)
-        if self.members:
-            return torch.stack([self.batched(member, x, chunk) for member in self.members])
-        predictive = Predictive(self.model, posterior_samples=self.draws, parallel=True, return_sites=("logits",))
-        return torch.cat([predictive(x[start : start + chunk])["logits"] for start in range(0, len(x), chunk)], 1)
+        return torch.cat([self.ensemble(x[start : start + chunk]) for start in range(0, len(x), chunk)], dim=1)
 
     @staticmethod
     def batched(network, x: torch.Tensor, chunk: int) -> torch.Tensor:

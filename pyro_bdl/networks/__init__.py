@@ -10,19 +10,27 @@ from pyro_bdl.networks.packed_ensemble import (
     posterior_mode_mlp,
     recalibrate_batch_norm,
 )
+from pyro_bdl.networks.packed_ensemble_convnet import (
+    PackedBinaryEnsembleConvNet,
+    export_packed_ensemble_convnet,
+    stack_packed_convnets,
+)
 
 __all__ = [
     "BinaryNetMLP",
     "PackedBinaryConvNet",
+    "PackedBinaryEnsembleConvNet",
     "PackedBinaryEnsembleMLP",
     "PackedBinaryMLP",
     "binarynet_convnet",
     "export_packed_convnet",
     "export_packed_ensemble",
+    "export_packed_ensemble_convnet",
     "export_packed_mlp",
     "fold_batch_norm",
     "posterior_mode_convnet",
     "posterior_mode_mlp",
     "recalibrate_batch_norm",
     "square_hinge_loss",
+    "stack_packed_convnets",
 ]

@@ -2,13 +2,26 @@
 
 :class:`PackedBinaryEnsembleMLP` holds S weight samples of every layer, packed once, and the
 folded batch norms (``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``, shared by the
-samples). One forward pass evaluates all S networks:
+samples or one per sample). One forward pass evaluates all S networks:
 
-* first layer (real input, shared by the samples): one float product with the S weight
-  matrices stacked, ``x @ [W_1; ...; W_S]^T`` ``(B, S * H)``, folded, signs packed per sample;
+* first layer (input shared by the samples), with the S weight matrices stacked
+  ``[W_1; ...; W_S]`` (S * H rows):
+
+  - uint8 pixels ``p`` (mapped to ``x = low + (high - low) p / 255`` in training,
+    ``input_range``): BinaryNet's bit planes, ``p . w = sum_j 2^j (b_j . w)``, each plane an
+    AND-popcount with the packed signs, exact in integers; the map folds into the epilogue,
+    ``x . w = (high - low) / 255 * (p . w) + low * sum_k w_k``. On the CPU the whole S-network
+    forward is then ONE compiled call (:mod:`triton_kernels.cpu_mlp`); elsewhere (a GPU, or no
+    numba) :func:`~triton_kernels.pixel_gemm` on the stacked words and the batched products below.
+  - real inputs: one float product ``x @ [W_1; ...; W_S]^T`` (B, S * H), folded, signs packed.
+
 * every later layer: one batched ``xnor_gemm`` over the S stacked packed weight matrices
   ``(S, N, KW)``, the folded batch norm and sign packing in its epilogue; the last one writes
   float32 logits ``(S, B, classes)``.
+
+The two first-layer routes agree up to the float rounding of the first fold (a unit whose
+pre-activation is within that rounding of 0 may take the other sign); uint8 inputs are never
+made from floats here (``first_layer="bitplane"`` with real inputs is an error).
 
 :meth:`PackedBinaryEnsembleMLP.predict_proba` averages the S softmaxes, ``p(y | x) ~= 1/S
 sum_s softmax(f_{W_s}(x))``, the Monte Carlo posterior predictive.
@@ -26,12 +39,23 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_bdl.kernels import num_words, pack_signs
+from pyro_bdl.kernels import (
+    cpu_gemm_path,
+    make_packed_mlp_plan,
+    num_words,
+    pack_signs,
+    packed_mlp_cpu,
+    pixel_gemm,
+    plan_arrays,
+)
 from pyro_bdl.layers.bayes_binary import BayesianBinaryConv2d, BayesianBinaryLinear, batched_xnor_gemm
 from pyro_bdl.layers.binary import BinaryConv2d, BinaryLinear
 from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BayesBinaryMLP
 from pyro_bdl.networks.binarynet import BinaryNetMLP
 from pyro_bdl.networks.packed import fold_batch_norm
+from pyro_bdl.validation import check_choice
+
+FIRST_LAYER_ROUTES = ("auto", "bitplane", "float")
 
 
 def _check_signs(name: str, weights: torch.Tensor, shape: torch.Size, sample_dims: int) -> torch.Tensor:
@@ -49,15 +73,28 @@ class PackedBinaryEnsembleMLP(nn.Module):
 
     Buffers: ``first_weight`` (S * H, in_features) float32, the first layer's stacked +-1
     weights; per later layer ``words_i`` (S, out, ceil(in / 32)) int32; per layer ``scale_i``,
-    ``shift_i`` (out,) float32 shared by the samples, or (S, out), one fold per sample.
+    ``shift_i`` (out,) float32 shared by the samples, or (S, out), one fold per sample. Derived
+    (not saved; remade by ``load_state_dict`` and :meth:`refresh`): ``first_words`` (S * H, ceil(in / 32)) int32 and
+    the pixel fold ``pixel_scale``, ``pixel_shift`` (S * H,).
 
-    Shapes: x (B, in_features) real -> :meth:`forward` logits (S, B, classes) float32.
+    Shapes: x (B, in_features) uint8 pixels or real values -> :meth:`forward` logits (S, B,
+    classes) float32.
+
+    Args:
+        input_range: ``(low, high)``, the real values that pixels 0 and 255 stood for in training.
+        first_layer: ``"auto"`` (bit planes for uint8 pixels, the float product for real
+            inputs), ``"bitplane"`` (uint8 pixels required) or ``"float"`` (pixels mapped to
+            ``input_range`` first).
     """
 
     def __init__(self, first_weight: torch.Tensor, layers: list[tuple[torch.Tensor, int]],
-                 folds: list[tuple[torch.Tensor, torch.Tensor]]) -> None:  # fmt: skip
+                 folds: list[tuple[torch.Tensor, torch.Tensor]], input_range=(-1.0, 1.0),
+                 first_layer: str = "auto") -> None:  # fmt: skip
         super().__init__()
-        self.num_samples = layers[0][0].shape[0] if layers else None
+        self.first_layer = check_choice("first_layer", first_layer, FIRST_LAYER_ROUTES)
+        self.input_range = (float(input_range[0]), float(input_range[1]))
+        if not self.input_range[0] < self.input_range[1]:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}")
         self.in_features = first_weight.shape[-1]
         self.widths = [fold[0].shape[-1] for fold in folds]
         self.register_buffer("first_weight", first_weight.float())
@@ -70,24 +107,72 @@ class PackedBinaryEnsembleMLP(nn.Module):
             self.register_buffer(f"shift_{index}", shift)
         self.num_samples = first_weight.shape[0] // self.widths[0]
         self.depth = len(folds)
+        for name in ("first_words", "pixel_scale", "pixel_shift"):
+            self.register_buffer(name, torch.empty(0), persistent=False)
+        self.refresh()
+        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def refresh(self) -> None:
+        """Remake the derived buffers (the first layer's sign words, the pixel fold ``s (high - low) / 255``,
+        ``t + s low sum_k w_k``) and drop the compiled plan; ``load_state_dict`` calls it, call it after
+        editing buffers in place."""
+        samples, hidden = self.num_samples, self.widths[0]
+        low, high = self.input_range
+        scale = self.scale_0.float().expand(samples, hidden).reshape(-1)
+        shift = self.shift_0.float().expand(samples, hidden).reshape(-1)
+        self.first_words = pack_signs(self.first_weight, check_nan=False)
+        self.pixel_scale = scale * ((high - low) / 255.0)
+        self.pixel_shift = shift + scale * (low * self.first_weight.sum(-1))
+        self._plan: tuple | None = None
+
+    def _later_layers(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
+        return [(getattr(self, f"words_{i}"), self.widths[i - 1], getattr(self, f"scale_{i}"),
+                 getattr(self, f"shift_{i}")) for i in range(1, self.depth)]  # fmt: skip
+
+    def _compiled_plan(self):
+        """The compiled CPU forward's operands, made on first use and again when the buffers were replaced
+        (``.to``, ``load_state_dict``: ``first_words`` and ``pixel_scale`` are then new tensors)."""
+        key = (self.first_words, self.pixel_scale)
+        if self._plan is None or self._plan[0][0] is not key[0] or self._plan[0][1] is not key[1]:
+            plan = make_packed_mlp_plan(self.first_words, self.in_features, self.pixel_scale, self.pixel_shift,
+                                        self._later_layers(), self.num_samples)  # fmt: skip
+            self._plan = (key, plan_arrays(plan, self.num_samples), plan)
+        return self._plan[1]
+
+    def _route(self, x: torch.Tensor) -> str:
+        """``"bitplane"`` or ``"float"`` for input ``x`` (checked)."""
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must be (batch, {self.in_features}), got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            return "float" if self.first_layer == "float" else "bitplane"
         if not x.is_floating_point():
-            raise ValueError(f"x must be a float tensor, got dtype {x.dtype}")
+            raise ValueError(f"x must be uint8 pixels or a float tensor, got dtype {x.dtype}")
+        if self.first_layer == "bitplane":
+            raise ValueError(f"first_layer='bitplane' needs x as uint8 pixels 0-255, got dtype {x.dtype}; "
+                             "pass the raw pixels or use first_layer='auto'")  # fmt: skip
+        return "float"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        route = self._route(x)
         batch, samples, hidden = x.shape[0], self.num_samples, self.widths[0]
-        h = (x.float() @ self.first_weight.T).reshape(batch, samples, hidden).transpose(0, 1)
-        h = h * self.scale_0.unsqueeze(-2) + self.shift_0.unsqueeze(-2)  # (S, B, H); folds (H,) or (S, H)
+        if route == "bitplane":
+            if x.device.type == "cpu" and cpu_gemm_path() == "numba" and batch > 0:
+                return packed_mlp_cpu(x, self._compiled_plan())
+            h = pixel_gemm(x, self.first_words, self.in_features, scale=self.pixel_scale, bias=self.pixel_shift,
+                           out_dtype=torch.float32)  # fmt: skip
+            h = h.reshape(batch, samples, hidden).transpose(0, 1)
+        else:
+            if x.dtype == torch.uint8:
+                low, high = self.input_range
+                x = x.float() * ((high - low) / 255.0) + low
+            h = (x.float() @ self.first_weight.T).reshape(batch, samples, hidden).transpose(0, 1)
+            h = h * self.scale_0.unsqueeze(-2) + self.shift_0.unsqueeze(-2)  # (S, B, H); folds (H,) or (S, H)
         if self.depth == 1:
             return h.contiguous()
         signs = pack_signs(h, check_nan=False)
-        for index in range(1, self.depth):
-            last = index == self.depth - 1
-            options = {"out_dtype": torch.float32} if last else {"pack_output": True}
-            signs = batched_xnor_gemm(signs, getattr(self, f"words_{index}"), self.widths[index - 1],
-                                      scale=getattr(self, f"scale_{index}"), bias=getattr(self, f"shift_{index}"),
-                                      **options)  # fmt: skip
+        for index, (words, k, scale, shift) in enumerate(self._later_layers(), start=1):
+            options = {"out_dtype": torch.float32} if index == self.depth - 1 else {"pack_output": True}
+            signs = batched_xnor_gemm(signs, words, k, scale=scale, bias=shift, **options)
         return signs
 
     @torch.no_grad()
@@ -123,7 +208,8 @@ def recalibrate_batch_norm(module: nn.Module, x: torch.Tensor, batch_size: int =
 
 
 def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor], *,
-                           calibration: torch.Tensor | None = None) -> PackedBinaryEnsembleMLP:  # fmt: skip
+                           calibration: torch.Tensor | None = None, input_range=(-1.0, 1.0),
+                           first_layer: str = "auto") -> PackedBinaryEnsembleMLP:  # fmt: skip
     """Pack S weight samples of every layer of ``net`` once and fold its batch norms.
 
     Args:
@@ -134,6 +220,9 @@ def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor],
             batch-norm statistics are re-estimated (:func:`recalibrate_batch_norm`), giving each
             sample its own fold ``(S, out)``; None folds ``net``'s running statistics, which
             training averaged over the changing weight samples, into one shared fold.
+        input_range: ``(low, high)``, the real values uint8 pixels 0 and 255 were mapped to in
+            training (for uint8 inputs; :class:`PackedBinaryEnsembleMLP`).
+        first_layer: ``"auto"``, ``"bitplane"`` or ``"float"`` (:class:`PackedBinaryEnsembleMLP`).
 
     Returns:
         A :class:`PackedBinaryEnsembleMLP`. Without ``calibration``, sample ``s``'s logits equal
@@ -164,7 +253,7 @@ def export_packed_ensemble(net: BayesBinaryMLP, weights: Sequence[torch.Tensor],
     first = checked[0].reshape(-1, layers[0].in_features)  # (S * H, in): sample-major rows
     packed = [(pack_signs(w, check_nan=False), layer.in_features) for layer, w in zip(layers[1:], checked[1:],
                                                                                         strict=True)]  # fmt: skip
-    return PackedBinaryEnsembleMLP(first, packed, folds)
+    return PackedBinaryEnsembleMLP(first, packed, folds, input_range, first_layer)
 
 
 def _copy_norm(norm: nn.modules.batchnorm._BatchNorm, kind: type) -> nn.Module:

@@ -44,7 +44,8 @@ def test_bad_flags_are_refused():
 
 
 def test_conv_ensemble_members_are_packed_networks_with_their_own_batch_norms(tmp_path, mnist_root):
-    """ConvNet with calibration images: S packed ConvNets; each equals its float twin with re-estimated norms."""
+    """ConvNet with calibration images: S packed ConvNets in one batched ensemble; each equals its float twin
+    with re-estimated norms."""
     example = load_example("bayes_binary_mnist")
     flags = ["--arch", "conv", "--width", "4", "--hidden", "16", "--epochs", "1", "--num-samples", "2"]
     args = example.parse_args([*TINY, *flags, "--data", str(mnist_root), "--out", str(tmp_path)])
@@ -52,7 +53,7 @@ def test_conv_ensemble_members_are_packed_networks_with_their_own_batch_norms(tm
     model, guide = example.bayes_model(args)
     calibration = data["train"][0][:300]
     predictor = example.BayesPredictor(args, model, guide, calibration)
-    assert len(predictor.members) == 2
+    assert predictor.ensemble.num_samples == 2 and predictor.ensemble.scale_0.shape[0] == 2  # own folds
     x = data["valid"][0][:50]
     logits = predictor.logits(x, chunk=20)
     assert logits.shape == (2, 50, 10)

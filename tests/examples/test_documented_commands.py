@@ -59,6 +59,8 @@ TINY = {
         "examples/bayes_binary_mnist.py": "--hidden 16 --width 4 --epochs 1 --test-limit 100 --num-samples 2 "
         "--calibration 200 --no-progress",
         "benchmarks/bench_bayes_binary.py": "--hidden 32 --samples 1 2 --batches 1 --rounds 1 --warmup 0 --device cpu",
+        "benchmarks/bench_bayes_binary_convnet.py": "--width 4 --hidden 16 --samples 2 --batches 1 --rounds 1 "
+        "--warmup 0",
         "examples/draw_mnist.py": "--epochs 1 --steps 2 --hidden-dim 16 --z-dim 4 --test-limit 10 --iw-samples 5 "
         "--elbo-samples 2 --no-figures --no-progress",
         "examples/sbn_mnist.py": "--epochs 1 --test-limit 10 --iw-samples 5 --elbo-samples 2 --latent-dims 4 "
@@ -67,7 +69,12 @@ TINY = {
         "--draws 3 --train-steps 2 --eval-every 1 --eval-images 20 --limit 200",
     }.items()
 }
-NO_DATA = {"benchmarks/bench_xnor_gemm.py", "benchmarks/bench_bayes_binary.py", "examples/rbm_ising.py"}
+NO_DATA = {
+    "benchmarks/bench_xnor_gemm.py",
+    "benchmarks/bench_bayes_binary.py",
+    "examples/rbm_ising.py",
+    "benchmarks/bench_bayes_binary_convnet.py",
+}
 """Scripts without a ``--data`` flag (they read no data set)."""
 CLI_TINY = {
     "data fetch": ["--no-progress"],

@@ -128,5 +128,63 @@ def test_ensemble_rejects_bad_inputs(trained_mlp):
     ensemble = export_packed_ensemble(model.net, guide.by_layer(guide.sample_weights(2), model.net.layers))
     with pytest.raises(ValueError, match="x must be"):
         ensemble(torch.zeros(3, 19))
-    with pytest.raises(ValueError, match="float"):
-        ensemble(torch.zeros(3, 20, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8 pixels or a float"):
+        ensemble(torch.zeros(3, 20, dtype=torch.int64))
+    strict = export_packed_ensemble(model.net, guide.by_layer(guide.sample_weights(2), model.net.layers),
+                                    first_layer="bitplane")  # fmt: skip
+    with pytest.raises(ValueError, match="first_layer='bitplane' needs x as uint8 pixels") as error:
+        strict(torch.zeros(3, 20))  # never quantised silently
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="first_layer"):
+        export_packed_ensemble(model.net, guide.by_layer(guide.sample_weights(2), model.net.layers), first_layer="x")
+
+
+def pixels(n: int, features: int) -> torch.Tensor:
+    values = torch.randint(0, 256, (n, features), dtype=torch.uint8)
+    values[:, :5] = 0
+    return values
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_pixel_route_equals_separate_pixel_networks(trained_mlp, monkeypatch, samples, backend):
+    """uint8 pixels: the S-network pass (one compiled call, or pixel_gemm + batched products
+    without numba) equals each network exported alone and run on the same pixels, bit for bit."""
+    monkeypatch.setenv("TRITON_KERNELS_CPU_GEMM", backend)
+    model, guide, _ = trained_mlp
+    net = model.net
+    weights = guide.by_layer(guide.sample_weights(samples), net.layers)
+    x = pixels(7, 20)
+    logits = export_packed_ensemble(net, weights)(x)
+    assert logits.shape == (samples, 7, 3)
+    for s in range(samples):
+        single = export_packed_mlp(posterior_mode_mlp(net, [w[s] for w in weights]), first_layer="bitplane")
+        assert torch.equal(logits[s], single(x))
+
+
+def test_pixel_route_equals_float_route(trained_mlp):
+    """Pixels standing for themselves (input_range (0, 255)): every float product is an exact
+    integer, so the bit planes and the float product give identical logits; BinaryNet's
+    (-1, 1) agrees up to the rounding of the first fold."""
+    model, guide, _ = trained_mlp
+    weights = guide.by_layer(guide.sample_weights(4), model.net.layers)
+    x = pixels(9, 20)
+    exact = export_packed_ensemble(model.net, weights, input_range=(0.0, 255.0))
+    assert torch.equal(exact(x), exact(x.float()))
+    pm1 = export_packed_ensemble(model.net, weights)
+    floats = x.float() / 255 * 2 - 1
+    torch.testing.assert_close(pm1(x), pm1(floats), atol=1e-4, rtol=1e-5)
+    forced = export_packed_ensemble(model.net, weights, first_layer="float")
+    torch.testing.assert_close(forced(x), pm1(floats), atol=1e-5, rtol=1e-6)
+
+
+def test_pixel_route_survives_state_dict_round_trip(trained_mlp):
+    model, guide, _ = trained_mlp
+    layers = model.net.layers
+    ensemble = export_packed_ensemble(model.net, guide.by_layer(guide.sample_weights(2), layers))
+    other = export_packed_ensemble(model.net, guide.by_layer(guide.sample_weights(2), layers))
+    x = pixels(3, 20)
+    before = other(x)  # builds (and caches) the compiled plan of other's own weights
+    other.load_state_dict(ensemble.state_dict())
+    assert not torch.equal(before, ensemble(x))  # the two draws differ, so the check below can fail
+    assert torch.equal(other(x), ensemble(x))
