@@ -22,6 +22,7 @@ from pyro_bdl.inference import (
     elbo_per_datum,
     importance_log_likelihood,
 )
+from pyro_bdl.inference.control_variates import _construct_baseline_in_place
 from pyro_bdl.models.sbn import SBNGuide, SigmoidBeliefNetwork
 
 LATENTS = (2, 1)
@@ -229,3 +230,45 @@ def test_normaliser_divides_by_the_running_rms_of_past_signals():
 def test_bad_normaliser_beta_is_one_line_error(beta):
     with pytest.raises(ValueError, match="normaliser_beta must be a number in \\[0, 1\\)"):
         NormalisedTraceGraph_ELBO(normaliser_beta=beta)
+
+
+def _optimiser_and_store_sizes(loss, steps: int) -> list[tuple[int, int]]:
+    """Optimiser objects and param-store names after each of a few SVI steps of build("neural")."""
+    pyro.clear_param_store()
+    model, guide = build("neural")  # a decaying average under a neural baseline, per layer
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss)
+    sizes = []
+    for _ in range(steps):
+        svi.step(X)
+        sizes.append((len(svi.optim.optim_objs), len(pyro.get_param_store().keys())))
+    return sizes
+
+
+def test_decaying_averages_stay_one_tensor_so_memory_does_not_grow(pyro_state):
+    # Pyro's TraceGraph_ELBO stores each step's average as a new tensor, and SVI's optimiser keeps
+    # one optimiser per tensor it has seen: its count grows by one per site and step.
+    pyro_sizes = _optimiser_and_store_sizes(TraceGraph_ELBO(), 6)
+    assert pyro_sizes[-1][0] - pyro_sizes[2][0] == 3 * len(LATENTS)
+    for loss in (NormalisedTraceGraph_ELBO(), NormalisedTraceGraph_ELBO(normalise=False)):
+        sizes = _optimiser_and_store_sizes(loss, 6)
+        assert sizes[2:] == [sizes[2]] * 4  # constant after the first steps
+
+
+def test_in_place_average_is_pyros_update(pyro_state):
+    pyro.clear_param_store()
+    site = {"infer": {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}}, "value": torch.zeros(2)}
+    name = "__baseline_avg_downstream_cost_h"
+    for signal in (torch.tensor([4.0, -2.0]), torch.tensor([1.0, 3.0]), torch.tensor([-5.0, 0.5])):
+        before = pyro.get_param_store()[name].detach().clone() if name in pyro.get_param_store() else torch.zeros(2)
+        held = pyro.get_param_store()[name].unconstrained() if name in pyro.get_param_store() else None
+        use_baseline, _, baseline = _construct_baseline_in_place("h", site, signal)
+        assert use_baseline and torch.equal(baseline, before)  # the baseline is the previous average
+        after = pyro.get_param_store()[name]
+        assert torch.allclose(after, 0.9 * before + 0.1 * signal)  # Pyro's update c <- beta c + (1 - beta) l
+        if held is not None:
+            assert after.unconstrained() is held
+
+
+def test_bad_normalise_flag_is_one_line_error():
+    with pytest.raises(TypeError, match="normalise must be a bool"):
+        NormalisedTraceGraph_ELBO(normalise=1)
