@@ -147,8 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    require_positive(parser, args, "hidden", "depth", "width", "epochs", "batch_size", "num_samples", "threads",
-                     "particles")
+    require_positive(
+        parser, args, "hidden", "depth", "width", "epochs", "batch_size", "num_samples", "threads", "particles"
+    )
     if args.calibration < 0:
         parser.error(f"--calibration must be non-negative, got {args.calibration}")
     positive = ("lr_start", "lr_end", "natural_lr", "bayes_lr", "temperature", "init_logit_scale", "likelihood_weight")
@@ -268,8 +269,9 @@ def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict
         optim = pyro.optim.ClippedAdam({"lr": args.bayes_lr, "lrd": lrd, "clip_norm": 1e6})
     if args.likelihood_weight != 1.0:
         model = scale_data_plate(model, DATA_PLATE, args.likelihood_weight)
-    result = fit(model, guide, data["train"], optim=optim, loss=TraceMeanField_ELBO(num_particles=args.particles), epochs=args.epochs,
-                 batch_size=args.batch_size, checkpoint_path=args.out / CHECKPOINT_NAME, resume=not args.fresh,
+    loss = TraceMeanField_ELBO(num_particles=args.particles)
+    result = fit(model, guide, data["train"], optim=optim, loss=loss, epochs=args.epochs, batch_size=args.batch_size,
+                 checkpoint_path=args.out / CHECKPOINT_NAME, resume=not args.fresh,
                  seed=args.seed, progress=not args.no_progress)  # fmt: skip
     for entry in result.history:
         print(f"bayes epoch {entry['epoch']:3d}  train ELBO {entry['train_elbo']:.4f}  ({entry['seconds']:.0f} s)")

@@ -63,7 +63,6 @@ def test_conv_ensemble_members_are_packed_networks_with_their_own_batch_norms(tm
         torch.testing.assert_close(logits[1], twin(x), rtol=1e-4, atol=1e-4)
 
 
-
 def test_particles_reach_the_elbo(tmp_path, mnist_root, monkeypatch):
     """--particles k: the ELBO averages k weight samples per step (the network runs k - 1 more times per step)."""
     example = load_example("bayes_binary_mnist")
