@@ -38,7 +38,7 @@ def test_bad_flags_are_refused():
     example = load_example("bayes_binary_mnist")
     for flags in (["--natural-lr", "1.5"], ["--temperature", "0"], ["--calibration", "-1"], ["--arch", "rnn"],
                   ["--likelihood-weight", "0"], ["--prior-probs", "1"], ["--max-logit", "0"], ["--bn-lr", "-1"],
-                  ["--estimator", "gumbel"]):  # fmt: skip
+                  ["--estimator", "gumbel"], ["--particles", "0"]):  # fmt: skip
         with pytest.raises(SystemExit):
             example.parse_args(flags)
 
@@ -62,3 +62,32 @@ def test_conv_ensemble_members_are_packed_networks_with_their_own_batch_norms(tm
     twin = recalibrate_batch_norm(posterior_mode_convnet(model.net, second), calibration)
     with torch.no_grad():
         torch.testing.assert_close(logits[1], twin(x), rtol=1e-4, atol=1e-4)
+
+
+def test_particles_reach_the_elbo(tmp_path, mnist_root, monkeypatch):
+    """--particles k: the ELBO averages k weight samples per step (the network runs k - 1 more times per step)."""
+    example = load_example("bayes_binary_mnist")
+    fit, seen = example.fit, []
+
+    def spy(*fit_args, **kwargs):
+        seen.append(kwargs["loss"].num_particles)
+        return fit(*fit_args, **kwargs)
+
+    monkeypatch.setattr(example, "fit", spy)
+    calls = {}
+    for particles in (1, 3):
+        flags = ["--methods", "bayes", "--epochs", "1", "--limit", "600", "--particles", str(particles), "--fresh"]
+        args = example.parse_args([*TINY, *flags, "--data", str(mnist_root), "--out", str(tmp_path)])
+        data = example.load_data(args)
+        example.pyro.clear_param_store()
+        model, guide = example.bayes_model(args)
+        calls[particles] = 0
+
+        def count(*_, particles=particles):
+            calls[particles] += 1
+
+        model.net.register_forward_hook(count)
+        assert len(example.train_bayes(args, data, model, guide)) == 1
+    steps = math.ceil(len(data["train"][1]) / args.batch_size)
+    assert seen == [1, 3]
+    assert calls[3] - calls[1] == 2 * steps
