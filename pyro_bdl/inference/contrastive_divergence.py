@@ -114,7 +114,9 @@ class ContrastiveDivergence(ELBO):
         if is_validation_enabled() or isinstance(poutine.unwrap(guide), poutine.messenger.Messenger):
             return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        if any(site["type"] == "sample" for site in guide_trace.nodes.values()):
+            model = poutine.replay(model, trace=guide_trace)  # (nothing to replay from an empty guide)
+        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
         model_trace.compute_log_prob(_not_subsample)
         guide_trace.compute_score_parts()
         return model_trace, guide_trace
