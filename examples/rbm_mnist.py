@@ -12,11 +12,12 @@ Training: plain ``pyro.infer.SVI`` with :class:`~pyro_bdl.inference.ContrastiveD
 1 / batch so the gradient is the batch mean; SGD with momentum ``--momentum-start`` for the
 first 5 epochs then ``--momentum``, weight decay ``--weight-decay`` and a learning rate decaying
 linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last). With
-``--fast-lr`` (with ``--persistent``) the chains sample with fast parameters added (FPCD, Tieleman &
-Hinton 2009). With ``--ema DECAY ...`` exponential moving averages of the parameters (Polyak averaging, per step)
-are kept beside them and scored too. Pyro's validation is off inside the training loop (the
-rows are checked once before it). ``--validation N`` holds out the last N training images and
-scores them in place of the test set: settings are chosen that way, never on test.
+``--fast-lr`` (and ``--persistent``) the chains sample with fast parameters added (FPCD, Tieleman
+& Hinton 2009). With ``--ema DECAY ...`` exponential moving averages of the parameters (Polyak
+averaging, per step) are kept beside them and scored too. Pyro's validation is off inside the
+training loop (the rows are checked once before it). ``--validation N`` holds out the last N
+training images and scores them in place of the test set: settings are chosen that way, never on
+test.
 
 Scoring: ``log Z`` by AIS from the base-rate model of the training data (``--ais-betas``
 inverse temperatures on Salakhutdinov & Murray's schedule, ``--ais-runs`` runs), reported with
@@ -121,7 +122,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.fast_lr < float("inf") or not 0 <= args.fast_decay < 1:
         parser.error(f"--fast-lr must be >= 0 and --fast-decay in [0, 1), got {args.fast_lr} and {args.fast_decay}")
     if args.fast_lr and not args.persistent:
-        parser.error(f"--fast-lr needs --persistent (FPCD's fast parameters move persistent chains), got {args.fast_lr}")
+        parser.error(f"--fast-lr needs --persistent (FPCD's fast parameters move persistent chains), got {args.fast_lr}"
+                     " without it")  # fmt: skip
     if args.ais_betas < 10:
         parser.error(f"--ais-betas must be >= 10, got {args.ais_betas}")
     if not args.lr > 0 or not 0 <= args.lr_final <= args.lr:
@@ -279,8 +281,9 @@ def main(args: argparse.Namespace) -> dict:
     rbm.check_visible(train_data)  # once: training runs with Pyro's validation off
     with torch.no_grad():
         rbm.visible_bias.copy_(base_rate_bias(train_data).float())
-    loss = ContrastiveDivergence(args.k, persistent=args.persistent, num_chains=args.chains if args.persistent else None,
-                                 fast_lr=args.fast_lr, fast_decay=args.fast_decay)  # fmt: skip
+    loss = ContrastiveDivergence(args.k, persistent=args.persistent,
+                                 num_chains=args.chains if args.persistent else None, fast_lr=args.fast_lr,
+                                 fast_decay=args.fast_decay)  # fmt: skip
     state = train(rbm, loss, train_data, test_data, args)
     models = {"trained": rbm, **{name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}}
     scores = {name: score(model, train_data, test_data, args, False, name, validation)

@@ -258,6 +258,7 @@ class ContrastiveDivergence(ELBO):
         """Whether no term of these traces needs autograd through the model: every sample site of the model an
         RBM site with a closed-form gradient (which links straight to the parameters and rows), the guide
         without sample sites."""
+
         def sites(trace: Trace) -> list:
             return [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
 
