@@ -12,10 +12,12 @@ Training: plain ``pyro.infer.SVI`` with :class:`~pyro_bdl.inference.ContrastiveD
 1 / batch so the gradient is the batch mean; SGD with momentum ``--momentum-start`` for the
 first 5 epochs then ``--momentum``, weight decay ``--weight-decay`` and a learning rate decaying
 linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last). With
-``--ema DECAY ...`` exponential moving averages of the parameters (Polyak averaging, per step)
-are kept beside them and scored too. Pyro's validation is off inside the training loop (the
-rows are checked once before it). ``--validation N`` holds out the last N training images and
-scores them in place of the test set: settings are chosen that way, never on test.
+``--fast-lr`` (and ``--persistent``) the chains sample with fast parameters added (FPCD, Tieleman
+& Hinton 2009). With ``--ema DECAY ...`` exponential moving averages of the parameters (Polyak
+averaging, per step) are kept beside them and scored too. Pyro's validation is off inside the
+training loop (the rows are checked once before it). ``--validation N`` holds out the last N
+training images and scores them in place of the test set: settings are chosen that way, never on
+test.
 
 Scoring: ``log Z`` by AIS from the base-rate model of the training data (``--ais-betas``
 inverse temperatures on Salakhutdinov & Murray's schedule, ``--ais-runs`` runs), reported with
@@ -78,6 +80,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=1, help="Gibbs sweeps per step (CD-k / PCD-k)")
     parser.add_argument("--persistent", action="store_true", help="persistent chains (PCD)")
     parser.add_argument("--chains", type=int, default=100, help="persistent chains (with --persistent)")
+    parser.add_argument("--fast-lr", type=float, default=0.0,
+                        help="FPCD (with --persistent): learning rate of the fast parameters the chains sample "
+                             "with (Tieleman & Hinton 2009); 0: plain PCD")  # fmt: skip
+    parser.add_argument("--fast-decay", type=float, default=0.95, help="FPCD: the fast parameters' decay per step")
     parser.add_argument("--epochs", type=int, default=200, help="passes over the training images")
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
     parser.add_argument("--lr", type=float, default=0.01, help="initial learning rate (batch-mean gradient)")
@@ -113,6 +119,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--score-test needs --validation (without it the test set is scored anyway)")
     if any(not 0 < decay < 1 for decay in args.ema):
         parser.error(f"--ema decays must lie in (0, 1), got {args.ema}")
+    if not 0 <= args.fast_lr < float("inf") or not 0 <= args.fast_decay < 1:
+        parser.error(f"--fast-lr must be >= 0 and --fast-decay in [0, 1), got {args.fast_lr} and {args.fast_decay}")
+    if args.fast_lr and not args.persistent:
+        parser.error(f"--fast-lr needs --persistent (FPCD's fast parameters move persistent chains), got {args.fast_lr}"
+                     " without it")  # fmt: skip
     if args.ais_betas < 10:
         parser.error(f"--ais-betas must be >= 10, got {args.ais_betas}")
     if not args.lr > 0 or not 0 <= args.lr_final <= args.lr:
@@ -271,7 +282,8 @@ def main(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         rbm.visible_bias.copy_(base_rate_bias(train_data).float())
     loss = ContrastiveDivergence(args.k, persistent=args.persistent,
-                                 num_chains=args.chains if args.persistent else None)  # fmt: skip
+                                 num_chains=args.chains if args.persistent else None, fast_lr=args.fast_lr,
+                                 fast_decay=args.fast_decay)  # fmt: skip
     state = train(rbm, loss, train_data, test_data, args)
     models = {"trained": rbm, **{name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}}
     scores = {name: score(model, train_data, test_data, args, False, name, validation)
@@ -287,7 +299,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.figures:
         filter_grid(rbm, args.out / "filters.png")
         gibbs_samples_grid(rbm, args.out / "samples.png", steps_between=1000 if args.hidden >= 100 else 10)
-    method = f"{'PCD' if args.persistent else 'CD'}-{args.k}"
+    method = f"{'FPCD' if args.fast_lr else 'PCD' if args.persistent else 'CD'}-{args.k}"
     payload = {"method": method, "epochs": state["epoch"], "train_seconds": state["seconds"],
                "heldout": heldout_name(args), "history": state["history"], "scores": scores.pop("trained"),
                "scores_averaged": scores, "headline": checked, "chosen_on_validation": validation is not None,

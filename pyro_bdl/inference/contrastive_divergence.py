@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
-from pyro.infer.util import torch_item
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
 from pyro_bdl.models.rbm import ACTIVATION_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY
@@ -53,16 +56,24 @@ class ContrastiveDivergence(ELBO):
             :meth:`loss_and_grads` adds the gradient of RBM parameters that are leaves straight
             into their ``.grad`` (in-place matmuls, no autograd node: tensor hooks on those
             parameters are not called); :meth:`differentiable_loss` goes through autograd.
+        fast_lr: learning rate of FPCD's fast parameters (Tieleman & Hinton 2009; 0, the default: plain
+            PCD). The persistent chains then sample with ``theta + theta_fast`` (and the negative statistics
+            are taken under it), and every step with gradients (``loss_and_grads``, ``differentiable_loss``)
+            updates ``theta_fast <- fast_decay * theta_fast - fast_lr * dL/dtheta`` with the step's CD
+            gradient ``dL/dtheta`` of the surrogate as scaled in the model. Needs ``persistent``,
+            ``closed_form`` and one particle; ``theta_fast`` never enters the model's density.
+        fast_decay: the fast parameters' decay per step, in [0, 1) (19/20 in their paper).
 
     References:
         Hinton (2002), Training products of experts by minimizing contrastive divergence.
         Tieleman (2008), Training restricted Boltzmann machines using approximations to the
         likelihood gradient.
+        Tieleman & Hinton (2009), Using fast weights to improve persistent contrastive divergence.
     """
 
     def __init__(self, k: int = 1, *, persistent: bool = False, num_chains: int | None = None,
                  num_particles: int = 1, max_plate_nesting: float = float("inf"),
-                 closed_form: bool = True) -> None:  # fmt: skip
+                 closed_form: bool = True, fast_lr: float = 0.0, fast_decay: float = 0.95) -> None:  # fmt: skip
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.k = check_int("k", k)
         for flag, value in (("persistent", persistent), ("closed_form", closed_form)):
@@ -74,25 +85,45 @@ class ContrastiveDivergence(ELBO):
         if num_chains is not None and not persistent:
             raise ValueError(f"num_chains needs persistent=True (CD-k starts one chain per row), got {num_chains}")
         self.chains: dict[str, torch.Tensor] = {}
+        self.fast_lr, self.fast_decay = _check_fast(fast_lr, fast_decay)
+        if fast_lr and not (persistent and closed_form and num_particles == 1):
+            raise ValueError("fast_lr > 0 (FPCD) needs persistent=True, closed_form=True and num_particles=1, got "
+                             f"{persistent}, {closed_form} and {num_particles}")  # fmt: skip
+        self.fast: dict[str, list[torch.Tensor]] = {}
+        self._last_graph_free = False
 
     # ------------------------------------------------------------------ persistent state
     def state_dict(self) -> dict[str, Any]:
-        """The persistent chains (a copy), for checkpoints."""
-        return {"chains": {name: chains.clone() for name, chains in self.chains.items()}}
+        """The persistent chains and FPCD's fast parameters (copies), for checkpoints."""
+        return {"chains": {name: chains.clone() for name, chains in self.chains.items()},
+                "fast": {name: [p.clone() for p in fast] for name, fast in self.fast.items()}}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore chains saved by :meth:`state_dict`."""
+        """Restore chains (and fast parameters, if saved: else they start at 0) saved by :meth:`state_dict`."""
         if not isinstance(state, dict) or not isinstance(state.get("chains"), dict):
             raise ValueError(f"state must be a dict with a 'chains' dict, got {type(state).__name__}")
         self.chains = {name: chains.clone() for name, chains in state["chains"].items()}
+        self.fast = {name: [p.clone() for p in fast] for name, fast in state.get("fast", {}).items()}
 
     # ------------------------------------------------------------------ traces and particles
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
-        """One model trace replayed against one guide trace, with log-probs computed."""
-        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        """One model trace replayed against one guide trace, log-probs of the model's sample sites and score
+        parts of the guide's computed. With Pyro's validation on (or a ``GuideMessenger`` guide) this is Pyro's
+        ``get_importance_trace`` with all its checks; with it off, the same traces without its two trace copies
+        (the plates' subsample sites stay in the traces, skipped by the loss: Pyro's ``site_is_subsample``)."""
+        if is_validation_enabled() or isinstance(poutine.unwrap(guide), poutine.messenger.Messenger):
+            return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        if any(site["type"] == "sample" for site in guide_trace.nodes.values()):
+            model = poutine.replay(model, trace=guide_trace)  # (nothing to replay from an empty guide)
+        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob(_not_subsample)
+        guide_trace.compute_score_parts()
+        return model_trace, guide_trace
 
-    def _negative_phase(self, name: str, site: dict, params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(v_neg (chains, D), b + v_neg.W (chains, H))`` of an RBM site, one matmul per Gibbs half-sweep.
+    def _negative_phase(self, name: str, site: dict, params: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(v_neg (chains, D), b + v_neg.W (chains, H), sigmoid(b + v_neg.W) (detached))`` of an RBM site, one
+        matmul per Gibbs half-sweep.
 
         CD-k: the first sweep starts from the site's own pre-activations ``b + v.W`` (already computed
         for ``F(v_data)``), then ``k - 1`` sweeps. PCD-k: ``k - 1`` sweeps of the persistent chains,
@@ -108,10 +139,18 @@ class ContrastiveDivergence(ELBO):
             raise ValueError(f"the RBM site {name!r} must hold visible rows (batch, D), got {tuple(visible.shape)}")
         if not self.persistent:
             activation = site["infer"].get(ACTIVATION_KEY)
-            negative = rbm.gibbs(visible, 1) if activation is None else rbm.sweep_from_activation(activation)
+            negative = rbm.gibbs(visible, 1, params) if activation is None else rbm.sweep_from_activation(
+                activation, params)  # fmt: skip
             if self.k > 1:
-                negative = rbm.gibbs(negative, self.k - 1)
-            return negative, torch.addmm(hidden_bias, negative, weight)
+                negative = rbm.gibbs(negative, self.k - 1, params)
+            activation = torch.addmm(hidden_bias, negative, weight)
+            return negative, activation, torch.sigmoid(activation.detach())
+        sampler = params
+        if self.fast_lr:  # FPCD: the chains move (and the statistics are taken) under theta + theta_fast
+            fast = self.fast.setdefault(name, [torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
+                                               for p in params])  # fmt: skip
+            sampler = tuple(p.detach() + f for p, f in zip(params, fast, strict=True))
+            weight, hidden_bias = sampler[0], sampler[2]
         chains = self.chains.get(name)
         if chains is None:
             rows = self.num_chains or visible.shape[0]
@@ -120,10 +159,11 @@ class ContrastiveDivergence(ELBO):
             raise ValueError(f"persistent chains of site {name!r} have {chains.shape[-1]} units, "
                              f"the site {visible.shape[-1]}")  # fmt: skip
         if self.k > 1:
-            chains = rbm.gibbs(chains, self.k - 1)
+            chains = rbm.gibbs(chains, self.k - 1, sampler)
         activation = torch.addmm(hidden_bias, chains, weight)
-        self.chains[name] = rbm.sweep_from_activation(activation)
-        return chains, activation
+        probs = torch.sigmoid(activation.detach())
+        self.chains[name] = rbm.sweep_from_probs(probs, sampler)
+        return chains, activation, probs
 
     def _rbm_term(self, name: str, site: dict, accumulate: float | None = None) -> torch.Tensor:
         """The CD surrogate ``s * B * (mean F(v_data) - mean F(v_neg))`` of one RBM site (a scalar).
@@ -138,44 +178,67 @@ class ContrastiveDivergence(ELBO):
         rbm, visible = infer[RBM_KEY], infer[VISIBLE_KEY]
         params = infer.get(PARAMS_KEY) or rbm.params()
         scale = site["scale"]
-        closed = (self.closed_form and site["mask"] is None and ACTIVATION_KEY in infer and PARAMS_KEY in infer
-                  and not (isinstance(scale, torch.Tensor) and (scale.dim() > 0 or scale.requires_grad)))  # fmt: skip
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not closed):
-            negative, activation = self._negative_phase(name, site, params)
-            weight_negative = scale * visible.shape[0] / negative.shape[0]
-            free_negative = rbm.free_energy_from(negative, activation, params[1]).sum()
+        closed = self._closed(site)
+        if self.fast_lr and not closed:
+            raise ValueError(f"fast_lr > 0 (FPCD) needs an unmasked RBM site of constant scale; {name!r} is not")
+        gaussian = rbm.visible == "gaussian"
         if not closed:
-            return -site["log_prob_sum"] - weight_negative * free_negative
-        value = (-site["log_prob_sum"] - weight_negative * free_negative).detach()
+            negative, activation, _ = self._negative_phase(name, site, params)
+            weight_negative = scale * visible.shape[0] / negative.shape[0]
+            return -site["log_prob_sum"] - weight_negative * rbm.free_energy_from(negative, activation, params[1]).sum()
+        scale = float(scale)
+        with torch.no_grad():
+            negative, activation, negative_probs = self._negative_phase(name, site, params)
+            weight_negative = scale * visible.shape[0] / negative.shape[0]
+            # sum_chains F(v_neg) = -(sum_chains v_neg).a - sum softplus(b + v_neg.W); the chains' sum serves
+            # the visible biases' gradient too
+            chain_sum = None if gaussian else negative.sum(0)
+            free_negative = (rbm.free_energy_from(negative, activation, params[1]).sum() if gaussian
+                             else -(chain_sum @ params[1]) - F.softplus(activation).sum())  # fmt: skip
+            value = -site["log_prob_sum"].detach() - weight_negative * free_negative
         if not torch.is_grad_enabled():
             return value
-        positive, negative_probs = torch.sigmoid(infer[ACTIVATION_KEY].detach()), torch.sigmoid(activation)
-        gaussian = rbm.visible == "gaussian"
+        positive = torch.sigmoid(infer[ACTIVATION_KEY].detach())
+        needs = (True, True, True, False)
         if accumulate is not None and not visible.requires_grad and all(p.is_leaf and p.requires_grad for p in params):
-            with torch.no_grad():
+            with torch.no_grad():  # FPCD needs the step's gradient alone: then it is added into .grad after
                 grads = _cd_gradients(params, visible, positive, negative, negative_probs, scale * accumulate,
-                                      weight_negative * accumulate, gaussian, (True, True, True, False),
-                                      [p.grad for p in params])  # fmt: skip
+                                      weight_negative * accumulate, gaussian, needs,
+                                      None if self.fast_lr else [p.grad for p in params], chain_sum)  # fmt: skip
+                if self.fast_lr:  # one particle: accumulate == 1
+                    self._update_fast(name, grads)
+                    for param, grad in zip(params, grads, strict=False):
+                        if param.grad is not None:
+                            param.grad.add_(grad)
             for param, grad in zip(params, grads, strict=False):
                 if param.grad is None:
                     param.grad = grad
             return value
+        if self.fast_lr:
+            with torch.no_grad():
+                self._update_fast(name, _cd_gradients(params, visible, positive, negative, negative_probs, scale,
+                                                      weight_negative, gaussian, needs, None, chain_sum))  # fmt: skip
         return _ClosedFormCD.apply(value, *params, visible, positive, negative, negative_probs,
                                    scale, weight_negative, gaussian)  # fmt: skip
+
+    def _update_fast(self, name: str, grads: list) -> None:
+        """FPCD: ``theta_fast <- fast_decay * theta_fast - fast_lr * dL/dtheta`` for the site's three parameters."""
+        for fast, grad in zip(self.fast[name], grads, strict=False):
+            fast.mul_(self.fast_decay).add_(grad, alpha=-self.fast_lr)
 
     def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace,
                                       accumulate: float | None = None) -> tuple[float, torch.Tensor]:  # fmt: skip
         """``(loss, surrogate)`` of one particle: the CD terms of the RBM sites, ``Trace_ELBO`` for the rest."""
         surrogate = torch.zeros(())
         for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
+            if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if RBM_KEY in site["infer"]:
                 surrogate = surrogate + self._rbm_term(name, site, accumulate)
             else:
                 surrogate = surrogate - site["log_prob_sum"]  # -log p of every other site, scaled
         for name, site in guide_trace.nodes.items():
-            if site["type"] != "sample":
+            if site["type"] != "sample" or site_is_subsample(site):
                 continue
             _, score_function_term, entropy_term = site["score_parts"]
             if not is_identically_zero(score_function_term):
@@ -184,9 +247,43 @@ class ContrastiveDivergence(ELBO):
                 surrogate = surrogate + entropy_term.sum()
         return torch_item(surrogate), surrogate
 
+    def _closed(self, site: dict) -> bool:
+        """Whether an RBM site's term gets its gradient in closed form: ``closed_form``, the factor's parameters
+        and pre-activations in its ``infer``, no mask, and a constant scale (a float or a 0-dim tensor)."""
+        infer, scale = site["infer"], site["scale"]
+        return (self.closed_form and site["mask"] is None and ACTIVATION_KEY in infer and PARAMS_KEY in infer
+                and not (isinstance(scale, torch.Tensor) and (scale.dim() > 0 or scale.requires_grad)))  # fmt: skip
+
+    def _graph_free(self, model_trace: Trace, guide_trace: Trace) -> bool:
+        """Whether no term of these traces needs autograd through the model: every sample site of the model an
+        RBM site with a closed-form gradient (which links straight to the parameters and rows), the guide
+        without sample sites."""
+
+        def sites(trace: Trace) -> list:
+            return [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
+
+        return not sites(guide_trace) and all(RBM_KEY in site["infer"] and self._closed(site)
+                                              for site in sites(model_trace))  # fmt: skip
+
+    def _traces(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+        """``num_particles`` pairs of traces. Once a model's traces have needed no autograd graph
+        (:meth:`_graph_free`), the next ones are recorded under ``torch.no_grad()`` (the model's free energy
+        builds no graph: about 0.2 ms of a 784-500 step) and checked again; a pair that does need the graph is
+        recorded again with it (fresh draws of the model's and guide's own sample sites)."""
+        for _ in range(self.num_particles):
+            if self._last_graph_free and torch.is_grad_enabled():
+                with torch.no_grad():
+                    model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+                if self._graph_free(model_trace, guide_trace):
+                    yield model_trace, guide_trace
+                    continue
+            model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+            self._last_graph_free = self._graph_free(model_trace, guide_trace)
+            yield model_trace, guide_trace
+
     def _particles(self, model: Callable, guide: Callable, args: tuple, kwargs: dict,
                    accumulate: float | None = None):  # fmt: skip
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+        for model_trace, guide_trace in self._traces(model, guide, args, kwargs):
             yield self._differentiable_loss_particle(model_trace, guide_trace, accumulate)
 
     # ------------------------------------------------------------------ the ELBO interface
@@ -237,7 +334,7 @@ class _ClosedFormCD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, visible_bias, visible, positive, negative, negative_probs = ctx.saved_tensors
-        weight_positive, weight_negative = (grad * w for w in ctx.weights)
+        weight_positive, weight_negative = (float(grad) * w for w in ctx.weights)
         needs = ctx.needs_input_grad
         grads = _cd_gradients((weight, visible_bias), visible, positive, negative, negative_probs, weight_positive,
                               weight_negative, ctx.gaussian, needs[1:5])  # fmt: skip
@@ -245,30 +342,51 @@ class _ClosedFormCD(torch.autograd.Function):
 
 
 def _cd_gradients(params: tuple, visible: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                  negative_probs: torch.Tensor, weight_positive, weight_negative, gaussian: bool, needs: tuple,
-                  into: list | None = None) -> list:  # fmt: skip
+                  negative_probs: torch.Tensor, weight_positive: float, weight_negative: float, gaussian: bool,
+                  needs: tuple, into: list | None = None, chain_sum: torch.Tensor | None = None) -> list:  # fmt: skip
     """``dL/d(weight, visible_bias, hidden_bias, visible)`` of ``L = c+ sum F(v) - c- sum F(v_neg)`` (see
     :class:`_ClosedFormCD`; None where ``needs`` is False), added in place to the tensors of ``into`` where
-    given (``.grad`` of the parameters): the weight's by two in-place matmuls."""
+    given (``.grad`` of the parameters): the weight's by two matmuls with the weights ``c+``, ``c-`` (floats)
+    folded into their ``alpha`` and ``beta``. ``chain_sum``: ``sum_chains v_neg`` (D,) if already computed."""
     weight, visible_bias = params[0], params[1]
     into = into or [None] * 3
-    positive, negative_probs = positive * weight_positive, negative_probs * weight_negative
     data = visible.detach()
     grads: list = [None] * 4
     if needs[0]:
-        grad = torch.mm(negative.T, negative_probs) if into[0] is None else into[0].addmm_(negative.T, negative_probs)
-        grads[0] = grad.addmm_(data.T, positive, alpha=-1)
+        # c- v_neg^T s(v_neg) - c+ v^T s(v), always added into a tensor (zeros if none is given: the same rounding
+        # whether or not a gradient was there, so a resumed run repeats an uninterrupted one bit for bit)
+        grad = torch.zeros_like(weight, memory_format=torch.contiguous_format) if into[0] is None else into[0]
+        grads[0] = grad.addmm_(negative.T, negative_probs, alpha=weight_negative).addmm_(
+            data.T, positive, alpha=-weight_positive)  # fmt: skip
     if needs[1]:
-        rows, chains = (data - visible_bias, negative - visible_bias) if gaussian else (data, negative)
-        grad = weight_negative * chains.sum(0) - weight_positive * rows.sum(0)
+        if gaussian:
+            rows, chains = (data - visible_bias).sum(0), (negative - visible_bias).sum(0)
+        else:
+            rows, chains = data.sum(0), negative.sum(0) if chain_sum is None else chain_sum
+        grad = torch.add(chains * weight_negative, rows, alpha=-weight_positive)
         grads[1] = grad if into[1] is None else into[1].add_(grad)
     if needs[2]:
-        grad = negative_probs.sum(0) - positive.sum(0)
+        grad = torch.add(negative_probs.sum(0) * weight_negative, positive.sum(0), alpha=-weight_positive)
         grads[2] = grad if into[2] is None else into[2].add_(grad)
     if needs[3]:
         field = visible - visible_bias if gaussian else -visible_bias
-        grads[3] = weight_positive * field - positive @ weight.detach().T
+        grads[3] = torch.addmm(weight_positive * field, positive, weight.detach().T, alpha=-weight_positive)
     return grads
+
+
+def _not_subsample(name: str, site: dict) -> bool:
+    """Site filter of :meth:`~pyro.poutine.Trace.compute_log_prob`: every site but the plates' subsample sites."""
+    return not site_is_subsample(site)
+
+
+def _check_fast(fast_lr: object, fast_decay: object) -> tuple[float, float]:
+    """``(fast_lr, fast_decay)`` checked: a finite ``fast_lr >= 0`` and ``fast_decay`` in [0, 1)."""
+    for flag, value, ok in (("fast_lr", fast_lr, lambda x: 0 <= x < float("inf")),
+                            ("fast_decay", fast_decay, lambda x: 0 <= x < 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            expected = "a finite float >= 0" if flag == "fast_lr" else "a float in [0, 1)"
+            raise ValueError(f"{flag} must be {expected}, got {value!r}")
+    return float(fast_lr), float(fast_decay)
 
 
 __all__ = ["ContrastiveDivergence"]

@@ -157,26 +157,38 @@ class RBM(PyroModule):
         return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(mean)
 
     @torch.no_grad()
-    def gibbs(self, v: torch.Tensor, steps: int = 1) -> torch.Tensor:
+    def gibbs(self, v: torch.Tensor, steps: int = 1, params: tuple | None = None) -> torch.Tensor:
         """``steps`` sweeps of block Gibbs sampling (h | v, then v | h) from the chains ``v`` (chains, D).
 
-        Returns the visible states after the last sweep, (chains, D); no gradient flows.
+        ``params``: ``(weight, visible_bias, hidden_bias)`` to sample with instead of the module's (e.g. the
+        regular plus the fast parameters of FPCD). Returns the visible states after the last sweep, (chains, D);
+        no gradient flows.
         """
         check_int("steps", steps, 1)
-        weight, visible_bias, hidden_bias = (p.detach() for p in self.params())
+        weight, visible_bias, hidden_bias = (p.detach() for p in (self.params() if params is None else params))
         for _ in range(steps):
             v = self._sweep_from(_affine(hidden_bias, v, weight), weight, visible_bias)
         return v
 
     @torch.no_grad()
-    def sweep_from_activation(self, activation: torch.Tensor) -> torch.Tensor:
+    def sweep_from_activation(self, activation: torch.Tensor, params: tuple | None = None) -> torch.Tensor:
         """The rest of one Gibbs sweep from the hidden pre-activations ``b + v.W`` (chains, H) of the chains
-        ``v``: ``h ~ p(h | v)``, then ``v' ~ p(v | h)`` (chains, D). One matmul; no gradient flows."""
-        weight, visible_bias, _ = (p.detach() for p in self.params())
-        return self._sweep_from(activation.detach(), weight, visible_bias)
+        ``v``: ``h ~ p(h | v)``, then ``v' ~ p(v | h)`` (chains, D), with ``params`` as in :meth:`gibbs`. One
+        matmul; no gradient flows."""
+        return self.sweep_from_probs(torch.sigmoid(activation.detach()), params)
+
+    @torch.no_grad()
+    def sweep_from_probs(self, probs: torch.Tensor, params: tuple | None = None) -> torch.Tensor:
+        """:meth:`sweep_from_activation` given ``p(h = 1 | v) = sigmoid(b + v.W)`` (chains, H) instead (when the
+        caller needs them too, e.g. as CD's negative statistics: one sigmoid for both)."""
+        weight, visible_bias, _ = (p.detach() for p in (self.params() if params is None else params))
+        return self._sweep_from_probs(probs, weight, visible_bias)
 
     def _sweep_from(self, activation: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
-        h = bernoulli(torch.sigmoid(activation))
+        return self._sweep_from_probs(torch.sigmoid(activation), weight, visible_bias)
+
+    def _sweep_from_probs(self, probs: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
+        h = bernoulli(probs)
         mean = _affine(visible_bias, h, weight.T)
         return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
 

@@ -86,3 +86,18 @@ def test_rbm_mnist_scores_held_out_training_images_and_parameter_averages(mnist_
     assert "test_ll" in both[best]["ais_check"] and "validation_ll" in both[best]["ais_check"]
     assert all(("ais_check" in both[name]) == (name == best) for name in both)
     assert scored["scores_averaged"]["ema_0.5"]["ais"]["log_z"] == averaged["ema_0.5"]["ais"]["log_z"]
+
+
+def test_rbm_mnist_fpcd_keeps_its_fast_parameters_in_the_checkpoint(mnist_root, tmp_path):
+    """``--fast-lr`` trains FPCD (so labelled), its fast parameters saved with the chains; bad FPCD flags exit."""
+    from pyro_bdl.checkpoint import load_checkpoint
+
+    results = run(mnist_root, tmp_path, "--epochs", "1", "--persistent", "--fast-lr", "0.01", "--no-figures",
+                  "--no-ais-check")  # fmt: skip
+    assert results["method"] == "FPCD-1" and results["settings"]["fast_lr"] == 0.01
+    fast = load_checkpoint(tmp_path / "checkpoint.pt")["loss"]["fast"]["rbm"]
+    assert [tuple(p.shape) for p in fast] == [(784, 20), (784,), (20,)] and fast[0].abs().max() > 0
+    example = load_example("rbm_mnist")
+    for flags in (["--fast-lr", "0.01"], ["--persistent", "--fast-lr", "-1"], ["--persistent", "--fast-decay", "1"]):
+        with pytest.raises(SystemExit):
+            example.parse_args(flags)

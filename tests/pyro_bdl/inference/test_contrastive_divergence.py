@@ -251,3 +251,87 @@ def test_loss_and_grads_adds_the_same_gradient_into_grad(visible):
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(grad, grad_ref)
     assert (grads[0] - 1).abs().max() > 0.01
+
+
+def test_fpcd_fast_parameters_follow_the_gradient_and_move_the_chains():
+    """FPCD: the first step equals PCD's (fast parameters start at 0) and sets theta_fast = -fast_lr * grad; the
+    second step's chains move under theta + theta_fast and theta_fast <- decay * theta_fast - fast_lr * grad."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
+    fpcd = ContrastiveDivergence(1, persistent=True, num_chains=4, fast_lr=0.3, fast_decay=0.9)
+    pcd = ContrastiveDivergence(1, persistent=True, num_chains=4)
+    grads = []
+    for loss in (fpcd, pcd):
+        rbm.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        loss.loss_and_grads(rbm, RBMGuide(), data)
+        grads.append([param.grad.clone() for param in rbm.parameters()])
+    for grad, grad_pcd, fast in zip(*grads, fpcd.state_dict()["fast"][FACTOR_SITE], strict=True):
+        torch.testing.assert_close(grad, grad_pcd)
+        torch.testing.assert_close(fast, -0.3 * grad)
+        assert grad.abs().max() > 0.01
+    first, chains = fpcd.state_dict()["fast"][FACTOR_SITE], fpcd.state_dict()["chains"][FACTOR_SITE]
+    rbm.zero_grad(set_to_none=True)
+    torch.manual_seed(4)
+    fpcd.loss_and_grads(rbm, RBMGuide(), data)
+    torch.manual_seed(4)
+    sampler = tuple(param.detach() + fast for param, fast in zip(rbm.parameters(), first, strict=True))
+    torch.testing.assert_close(fpcd.state_dict()["chains"][FACTOR_SITE], rbm.gibbs(chains, 1, sampler))
+    for param, fast_before, fast in zip(rbm.parameters(), first, fpcd.state_dict()["fast"][FACTOR_SITE], strict=True):
+        torch.testing.assert_close(fast, 0.9 * fast_before - 0.3 * param.grad)
+    restored = ContrastiveDivergence(1, persistent=True, fast_lr=0.3, fast_decay=0.9)
+    restored.load_state_dict(fpcd.state_dict())
+    for fast, fast_ref in zip(restored.fast[FACTOR_SITE], fpcd.fast[FACTOR_SITE], strict=True):
+        torch.testing.assert_close(fast, fast_ref)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fast_lr": 0.1}, "fast_lr > 0 .FPCD. needs persistent=True"),
+        ({"persistent": True, "fast_lr": -1.0}, "fast_lr must be a finite float >= 0, got -1.0"),
+        ({"persistent": True, "fast_lr": 0.1, "fast_decay": 1.0}, r"fast_decay must be a float in \[0, 1\), got 1.0"),
+        ({"persistent": True, "fast_lr": 0.1, "num_particles": 2}, "num_particles=1"),
+    ],
+)
+def test_bad_fpcd_arguments_give_a_one_line_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ContrastiveDivergence(**kwargs)
+
+
+def test_steps_without_validation_or_graph_match_pyros_checked_traces():
+    """With Pyro's validation off the loss records its traces without Pyro's trace copies, and after a first
+    step whose traces need no autograd graph, under ``torch.no_grad()``: the same values and gradients as with
+    validation on; a model with another site beside the RBM keeps its graph."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
+    results = []
+    for validate in (True, False):
+        loss = ContrastiveDivergence(1, persistent=True, num_chains=4)
+        torch.manual_seed(9)
+        with pyro.validation_enabled(validate):
+            steps = []
+            for _ in range(3):
+                rbm.zero_grad(set_to_none=True)
+                value = loss.loss_and_grads(poutine.scale(rbm, 0.5), RBMGuide(), data)
+                steps.append((value, [param.grad.clone() for param in rbm.parameters()]))
+        results.append(steps)
+        assert loss._last_graph_free
+    for (value, grads), (value_ref, grads_ref) in zip(*results, strict=True):
+        assert value == pytest.approx(value_ref)
+        for grad, grad_ref in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(grad, grad_ref)
+
+    loc = torch.zeros((), dtype=torch.float64, requires_grad=True)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            rbm.factor(x)
+            pyro.sample("noise", pyro.distributions.Normal(loc, 1.0), obs=torch.ones(x.shape[0], dtype=x.dtype))
+
+    loss = ContrastiveDivergence(1)
+    with pyro.validation_enabled(False):
+        for _ in range(2):
+            loss.loss_and_grads(model, lambda x: None, data)
+    assert not loss._last_graph_free
+    assert float(loc.grad) == pytest.approx(-2 * 6)  # d/dloc of -sum log N(1 | loc, 1) at loc = 0, two steps
