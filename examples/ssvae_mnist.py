@@ -17,15 +17,16 @@ The likelihood sees the images binarised afresh each step
 (Bernoulli(intensity)); the classifier is evaluated on the intensities.
 
 With ``--m1`` the images are first encoded by a DLGM (M1, 784-600-600-50 as in the paper,
-trained here on all 50,000 training images without labels; see ``examples/dlgm_mnist.py``), and
-M2 models the M1 posterior means with a Gaussian observation.
+trained here on all 50,000 training images without labels by plain Adam; see
+``examples/dlgm_mnist.py``), and M2 (z of 4 dimensions by default) models M1's posterior means
+with a Gaussian observation (``--m1-min-std 0.1``: only the latents whose means spread by more).
 
 Checkpoints go to ``<out>/checkpoint.pt`` after every epoch; a rerun resumes there. Results
 (validation curve, test error, settings, machine) go to ``<out>/results.json``, figures
 (analogies, class-conditional samples) to ``<out>/*.png``.
 
     python examples/ssvae_mnist.py --data ../shared/data/mnist --labels 100 --epochs 50
-    python examples/ssvae_mnist.py --labels 100 --m1 --m1-epochs 50 --epochs 100
+    python examples/ssvae_mnist.py --labels 100 --m1 --m1-min-std 0.1 --epochs 15
     python examples/ssvae_mnist.py --limit 2000 --labels 20 --epochs 1 --hidden 64      # smoke
 """
 
@@ -71,6 +72,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESULTS_NAME = "results.json"
 KINGMA_2014 = {100: (11.97, 3.33), 600: (4.94, 2.59), 1000: (3.60, 2.40), 3000: (3.92, 2.18)}
 """Published test errors (%) of M2 / M1+M2 (Kingma et al. 2014, Table 1), full MNIST protocol."""
+PIXELS_LATENT_DIM, M1_LATENT_DIM = 50, 4
+"""Default size of M2's z on pixels (the paper's 50) and on M1's features (chosen on validation, docs/m2.md)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -80,7 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=50, help="passes over the unlabelled rows")
     parser.add_argument("--batch-size", type=int, default=200, help="unlabelled rows per step")
     parser.add_argument("--labelled-batch", type=int, default=100, help="labelled rows per step (cycled)")
-    parser.add_argument("--latent-dim", type=int, default=50, help="size of z")
+    parser.add_argument("--latent-dim", type=int, default=None,
+                        help="size of z (default 50 on pixels, 4 with --m1, chosen on validation)")  # fmt: skip
     parser.add_argument("--hidden", type=int, default=500, help="units of each network's hidden layer")
     parser.add_argument("--alpha", type=float, default=0.1, help="alpha / N of eq. 9 (paper: alpha = 0.1 N)")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
@@ -102,7 +106,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "rest of the model with its soft labels)")  # fmt: skip
     parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
-    parser.add_argument("--m1-epochs", type=int, default=50, help="epochs of M1 training (with --m1)")
+    parser.add_argument("--m1-epochs", type=int, default=18,
+                        help="epochs of M1 training (with --m1; 18 chosen on validation, docs/m2.md)")  # fmt: skip
     parser.add_argument("--m1-lr", type=float, default=1e-3, help="M1's Adam learning rate")
     parser.add_argument("--m1-clip-norm", type=float, default=None,
                         help="M1: clamp each gradient element to +-this (ClippedAdam); default plain Adam. The "
@@ -118,6 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
+    if args.latent_dim is None:
+        args.latent_dim = M1_LATENT_DIM if args.m1 else PIXELS_LATENT_DIM
     require_positive(
         parser,
         args,

@@ -46,13 +46,14 @@ def test_m1_plus_m2_trains_on_the_dlgm_features_with_the_baseline(mnist_root, tm
     assert 0 < results["supervised_only"]["test_error"] < 0.9  # features of a 1-epoch M1 still classify
     assert 0 <= results["test_error"] <= 1
     features = results["m1_features"]
-    assert len(features["kl_per_latent"]) == 50 and features["kl_per_latent"] == sorted(features["kl_per_latent"])[::-1]
+    assert len(features["kl_per_latent"]) == 50  # every M1 latent kept (--m1-min-std 0 by default)
+    assert features["kl_per_latent"] == sorted(features["kl_per_latent"])[::-1]
     assert features["active_latents"] == sum(kl > 0.1 for kl in features["kl_per_latent"])
     assert 0 <= features["nearest_neighbour_validation_error"] < 0.9
     assert features["train_elbo_per_image"] < 0
 
 
-def test_m1_optimizer_is_plain_adam_unless_a_clamp_is_asked_for():
+def test_m1_defaults_plain_adam_for_m1_and_a_small_z_for_m2_on_its_features():
     import torch
     from pyro.optim.clipped_adam import ClippedAdam
 
@@ -61,6 +62,8 @@ def test_m1_optimizer_is_plain_adam_unless_a_clamp_is_asked_for():
     assert plain.pt_optim_constructor is torch.optim.Adam and plain.pt_optim_args == {"lr": 1e-3}
     clipped = example.m1_optimizer(example.parse_args(["--m1", "--m1-clip-norm", "10", "--m1-lr", "2e-3"]))
     assert clipped.pt_optim_constructor is ClippedAdam and clipped.pt_optim_args == {"lr": 2e-3, "clip_norm": 10.0}
+    sizes = [example.parse_args(flags).latent_dim for flags in ([], ["--m1"], ["--m1", "--latent-dim", "8"])]
+    assert sizes == [50, 4, 8]
 
 
 def test_m1_summary_gives_each_latents_kl_and_the_nearest_labelled_neighbours_error():
