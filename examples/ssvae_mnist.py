@@ -17,15 +17,16 @@ The likelihood sees the images binarised afresh each step
 (Bernoulli(intensity)); the classifier is evaluated on the intensities.
 
 With ``--m1`` the images are first encoded by a DLGM (M1, 784-600-600-50 as in the paper,
-trained here on all 50,000 training images without labels; see ``examples/dlgm_mnist.py``), and
-M2 models the M1 posterior means with a Gaussian observation.
+trained here on all 50,000 training images without labels by plain Adam; see
+``examples/dlgm_mnist.py``), and M2 (z of 4 dimensions by default) models M1's posterior means
+with a Gaussian observation (``--m1-min-std 0.1``: only the latents whose means spread by more).
 
 Checkpoints go to ``<out>/checkpoint.pt`` after every epoch; a rerun resumes there. Results
 (validation curve, test error, settings, machine) go to ``<out>/results.json``, figures
 (analogies, class-conditional samples) to ``<out>/*.png``.
 
     python examples/ssvae_mnist.py --data ../shared/data/mnist --labels 100 --epochs 50
-    python examples/ssvae_mnist.py --labels 100 --m1 --m1-epochs 50 --epochs 100
+    python examples/ssvae_mnist.py --labels 100 --m1 --m1-min-std 0.1 --epochs 15
     python examples/ssvae_mnist.py --limit 2000 --labels 20 --epochs 1 --hidden 64      # smoke
 """
 
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI
-from pyro.optim import ClippedAdam
+from pyro.optim import Adam, ClippedAdam, PyroOptim
 from tqdm.auto import tqdm
 
 from pyro_bdl.data import binarize_dynamic, load_mnist, to_float
@@ -71,6 +72,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESULTS_NAME = "results.json"
 KINGMA_2014 = {100: (11.97, 3.33), 600: (4.94, 2.59), 1000: (3.60, 2.40), 3000: (3.92, 2.18)}
 """Published test errors (%) of M2 / M1+M2 (Kingma et al. 2014, Table 1), full MNIST protocol."""
+PIXELS_LATENT_DIM, M1_LATENT_DIM = 50, 4
+"""Default size of M2's z on pixels (the paper's 50) and on M1's features (chosen on validation, docs/m2.md)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -80,7 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=50, help="passes over the unlabelled rows")
     parser.add_argument("--batch-size", type=int, default=200, help="unlabelled rows per step")
     parser.add_argument("--labelled-batch", type=int, default=100, help="labelled rows per step (cycled)")
-    parser.add_argument("--latent-dim", type=int, default=50, help="size of z")
+    parser.add_argument("--latent-dim", type=int, default=None,
+                        help="size of z (default 50 on pixels, 4 with --m1, chosen on validation)")  # fmt: skip
     parser.add_argument("--hidden", type=int, default=500, help="units of each network's hidden layer")
     parser.add_argument("--alpha", type=float, default=0.1, help="alpha / N of eq. 9 (paper: alpha = 0.1 N)")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
@@ -102,7 +106,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "rest of the model with its soft labels)")  # fmt: skip
     parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
-    parser.add_argument("--m1-epochs", type=int, default=50, help="epochs of M1 training (with --m1)")
+    parser.add_argument("--m1-epochs", type=int, default=18,
+                        help="epochs of M1 training (with --m1; 18 chosen on validation, docs/m2.md)")  # fmt: skip
+    parser.add_argument("--m1-lr", type=float, default=1e-3, help="M1's Adam learning rate")
+    parser.add_argument("--m1-clip-norm", type=float, default=None,
+                        help="M1: clamp each gradient element to +-this (ClippedAdam); default plain Adam. The "
+                             "earlier default, 10, clamps most elements of the N / B-scaled gradient and left M1 "
+                             "far from converged (docs/m2.md, fourth round)")  # fmt: skip
     parser.add_argument("--m1-sample", action="store_true",
                         help="M1+M2: train M2 on draws from M1's q(z | x), redrawn each step (Kingma et al.'s code), "
                              "not on its means")  # fmt: skip
@@ -113,6 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
+    if args.latent_dim is None:
+        args.latent_dim = M1_LATENT_DIM if args.m1 else PIXELS_LATENT_DIM
     require_positive(
         parser,
         args,
@@ -123,6 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "latent_dim",
         "hidden",
         "m1_epochs",
+        "m1_lr",
+        "m1_clip_norm",
         "threads",
         "labelled_every",
     )
@@ -152,15 +166,24 @@ def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     }  # fmt: skip
 
 
-def train_m1(data: dict, args: argparse.Namespace) -> DLGMGuide:
-    """M1: a DLGM 784-600-600-50 (softplus) fitted on every training image, labels unused."""
+def m1_optimizer(args: argparse.Namespace) -> PyroOptim:
+    """Plain Adam (``--m1-lr``), or ``ClippedAdam`` with its elementwise clamp when ``--m1-clip-norm`` is given."""
+    if args.m1_clip_norm is None:
+        return Adam({"lr": args.m1_lr})
+    return ClippedAdam({"lr": args.m1_lr, "clip_norm": args.m1_clip_norm})
+
+
+def train_m1(data: dict, args: argparse.Namespace) -> tuple[DLGMGuide, float]:
+    """M1: a DLGM 784-600-600-50 (softplus) fitted on every training image, labels unused.
+
+    Returns the guide and the last epoch's training ELBO per image."""
     model = DLGM(784, (50,), ((600, 600),), activation="softplus", layer_scale="amortised", name="m1")
     guide = DLGMGuide.for_model(model, name="m1_guide")
     images = torch.cat([data["labelled_x"], data["unlabelled_x"]])
-    fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, optim=ClippedAdam({"lr": 1e-3}),
-        transform_batch=lambda batch: (binarize_dynamic(batch),),
-        checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.seed)  # fmt: skip
-    return guide
+    result = fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, optim=m1_optimizer(args),
+                 transform_batch=lambda batch: (binarize_dynamic(batch),),
+                 checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.seed)  # fmt: skip
+    return guide, result.history[-1]["train_elbo"]
 
 
 @torch.no_grad()
@@ -170,10 +193,10 @@ def m1_posterior(guide: DLGMGuide, images: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.cat([part.loc for part in parts]), torch.cat([part.scale for part in parts])
 
 
-def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> None:
+def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> dict:
     """Replace every image set in ``data`` by M1's posterior means (and, for training rows, standard
     deviations under ``<key>_scale``), keeping the latents whose means vary by more than ``--m1-min-std``
-    over the training rows."""
+    over the training rows. Returns :func:`m1_summary` of the kept features."""
     keys = ("labelled_x", "unlabelled_x", "validation_x", "test_x")
     posterior = {key: m1_posterior(guide, data[key]) for key in keys}
     spread = torch.cat([posterior["labelled_x"][0], posterior["unlabelled_x"][0]]).std(0)
@@ -185,6 +208,25 @@ def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> N
         data[key] = mean[:, keep]
         if key in ("labelled_x", "unlabelled_x"):
             data[f"{key}_scale"] = scale[:, keep]
+    return m1_summary(data)
+
+
+def m1_summary(data: dict) -> dict:
+    """How M1's features look to a classifier, in seconds, before any M2 training (a proxy to compare M1s on).
+
+    Over the training rows: ``kl_per_latent``, the mean ``KL(q(z_j | x) || N(0, 1))`` of each kept latent
+    (largest first), and ``active_latents``, those with more than 0.1 nats. ``nearest_neighbour_validation_error``:
+    each validation row takes the label of the nearest labelled row's features (Euclidean), the only labels
+    M2 sees."""
+    mean = torch.cat([data["labelled_x"], data["unlabelled_x"]])
+    scale = torch.cat([data["labelled_x_scale"], data["unlabelled_x_scale"]])
+    kl = (0.5 * (mean**2 + scale**2 - 1) - scale.log()).mean(0).sort(descending=True).values
+    nearest = torch.cdist(data["validation_x"], data["labelled_x"]).argmin(-1)
+    error = float((data["labelled_y"][nearest] != data["validation_y"]).float().mean())
+    print(f"M1: {int((kl > 0.1).sum())} latents above 0.1 nats, total KL {float(kl.sum()):.1f} nats; "
+          f"nearest labelled neighbour's validation error {100 * error:.2f}%")  # fmt: skip
+    return {"kl_per_latent": [round(float(v), 4) for v in kl], "active_latents": int((kl > 0.1).sum()),
+            "nearest_neighbour_validation_error": error}  # fmt: skip
 
 
 def training_input(x: torch.Tensor, scale: torch.Tensor | None, args: argparse.Namespace) -> torch.Tensor:
@@ -335,9 +377,10 @@ def main(args: argparse.Namespace) -> dict:
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
     data = load_data(args)
+    m1_record = None
     if args.m1:
-        m1 = train_m1(data, args)
-        use_m1_features(data, m1, args)
+        m1, m1_elbo = train_m1(data, args)
+        m1_record = {"train_elbo_per_image": m1_elbo, **use_m1_features(data, m1, args)}
     model, guide, optim, svi = build(data, args)
     names = [name for name, _ in pyro.get_param_store().named_parameters()]
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
@@ -354,7 +397,8 @@ def main(args: argparse.Namespace) -> dict:
         "labels": args.labels, "seed": args.seed, "m1": args.m1, "epochs": args.epochs,
         "best_epoch": best["epoch"], "validation_error": best["validation_error"],
         "test_error": metrics.pop("error"), "test_calibration": metrics,
-        "history": state.result.history, "settings": arguments_record(args), "environment": environment(device),
+        "m1_features": m1_record, "history": state.result.history, "settings": arguments_record(args),
+        "environment": environment(device),
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:

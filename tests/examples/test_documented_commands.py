@@ -47,7 +47,7 @@ TINY = {
         "examples/dlgm_model_selection.py": "--configs 2 --epochs 1 --test-limit 20 --iw-samples 5 --elbo-samples 2 "
         "--no-progress",
         "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
-        "--batch-size 100 --m1-epochs 1",
+        "--batch-size 100 --m1-epochs 1 --m1-min-std 0",
         "examples/rbm_ising.py": "--side 8 --samples 200 --check-samples 100 --hidden-dims 16 4 --epochs 1 "
         "--controls 2",
         "examples/rbm_mnist.py": "--epochs 1 --hidden 16 --test-limit 200 --ais-betas 100 --ais-runs 10 --no-progress",

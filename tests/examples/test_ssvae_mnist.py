@@ -45,6 +45,49 @@ def test_m1_plus_m2_trains_on_the_dlgm_features_with_the_baseline(mnist_root, tm
     assert results["m1"] and (tmp_path / "m1_checkpoint.pt").exists()
     assert 0 < results["supervised_only"]["test_error"] < 0.9  # features of a 1-epoch M1 still classify
     assert 0 <= results["test_error"] <= 1
+    features = results["m1_features"]
+    assert len(features["kl_per_latent"]) == 50  # every M1 latent kept (--m1-min-std 0 by default)
+    assert features["kl_per_latent"] == sorted(features["kl_per_latent"])[::-1]
+    assert features["active_latents"] == sum(kl > 0.1 for kl in features["kl_per_latent"])
+    assert 0 <= features["nearest_neighbour_validation_error"] < 0.9
+    assert features["train_elbo_per_image"] < 0
+
+
+def test_m1_defaults_plain_adam_for_m1_and_a_small_z_for_m2_on_its_features():
+    import torch
+    from pyro.optim.clipped_adam import ClippedAdam
+
+    example = load_example("ssvae_mnist")
+    plain = example.m1_optimizer(example.parse_args(["--m1"]))
+    assert plain.pt_optim_constructor is torch.optim.Adam and plain.pt_optim_args == {"lr": 1e-3}
+    clipped = example.m1_optimizer(example.parse_args(["--m1", "--m1-clip-norm", "10", "--m1-lr", "2e-3"]))
+    assert clipped.pt_optim_constructor is ClippedAdam and clipped.pt_optim_args == {"lr": 2e-3, "clip_norm": 10.0}
+    sizes = [example.parse_args(flags).latent_dim for flags in ([], ["--m1"], ["--m1", "--latent-dim", "8"])]
+    assert sizes == [50, 4, 8]
+
+
+def test_m1_summary_gives_each_latents_kl_and_the_nearest_labelled_neighbours_error():
+    """The KL is the analytic KL(N(m, s^2) || N(0, 1)) averaged over training rows; the neighbour probe
+    is right where the classes are far apart and wrong where the labelled rows carry the other label."""
+    import torch
+
+    example = load_example("ssvae_mnist")
+    labelled_y = torch.tensor([0, 1])
+    labelled_x = torch.tensor([[-5.0, 0.0], [5.0, 0.0]])
+    unlabelled_x = torch.randn(6, 2)
+    scale = torch.rand(8, 2) + 0.5
+    data = {"labelled_x": labelled_x, "labelled_y": labelled_y, "unlabelled_x": unlabelled_x,
+            "labelled_x_scale": scale[:2], "unlabelled_x_scale": scale[2:],
+            "validation_x": torch.tensor([[-4.0, 1.0], [4.0, -1.0], [3.0, 0.0]]),
+            "validation_y": torch.tensor([0, 1, 0])}  # fmt: skip
+    summary = example.m1_summary(data)
+    mean = torch.cat([labelled_x, unlabelled_x])
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, scale), torch.distributions.Normal(0.0, 1.0)
+    )
+    assert summary["kl_per_latent"] == pytest.approx(kl.mean(0).sort(descending=True).values.tolist(), abs=1e-4)
+    assert summary["active_latents"] == int((kl.mean(0) > 0.1).sum())
+    assert summary["nearest_neighbour_validation_error"] == pytest.approx(1 / 3)
 
 
 def test_ssvae_resumes_to_the_same_result_as_an_uninterrupted_run(mnist_root, tmp_path):
@@ -60,7 +103,9 @@ def test_ssvae_resumes_to_the_same_result_as_an_uninterrupted_run(mnist_root, tm
 def test_ssvae_refuses_bad_flag_combinations(capsys):
     example = load_example("ssvae_mnist")
     for flags, message in [(["--limit", "100", "--validation", "200"], "--validation must lie in"),
-                           (["--labels", "25"], "--labels must be a multiple of the 10 classes")]:  # fmt: skip
+                           (["--labels", "25"], "--labels must be a multiple of the 10 classes"),
+                           (["--m1-clip-norm", "0"], "--m1-clip-norm must be positive, got 0.0"),
+                           (["--m1-lr", "-1"], "--m1-lr must be positive, got -1.0")]:  # fmt: skip
         with pytest.raises(SystemExit):
             example.parse_args(flags)
         assert message in capsys.readouterr().err
