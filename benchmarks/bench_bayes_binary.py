@@ -30,13 +30,12 @@ cost does not depend on their values. Writes JSON (``runs/bench/`` unless ``--re
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
 import torch
-from timing import add_output_arguments, output_path, time_round_robin
+from timing import add_output_arguments, machine_slug, time_round_robin, write_rows
 
 from pyro_bdl.experiment import (
     add_common_arguments,
@@ -45,7 +44,6 @@ from pyro_bdl.experiment import (
     require_positive,
     run_main,
     setup,
-    write_results,
 )
 from pyro_bdl.kernels import unpack_signs
 from pyro_bdl.models.bayes_binary import BayesBinaryMLP
@@ -188,10 +186,7 @@ def main(args: argparse.Namespace) -> dict:
         versus, cold = ("" if value is None else f"{value:.2f}" for value in (versus, cold))
         print(f"{row['batch']:>6} {row['samples']:>4} {row['packed_ms']:>8.3f} ms {row['packed_float_ms']:>10.3f} ms "
               f"{row['fp32_ms']:>8.3f} ms {row['fp32_over_packed']:>11.2f}x {versus:>23} {cold:>7}")  # fmt: skip
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
-    payload = {"environment": env, "config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
-    write_results(output_path(args, f"bayes_binary-{slug}"), payload)
-    return payload
+    return write_rows(args, f"bayes_binary-{machine_slug(env['device'])}", env, rows)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ JSON (``runs/bench/`` unless ``--record`` or ``--out``).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 from collections.abc import Sequence
 
 import pyro
 import torch
-from timing import add_output_arguments, output_path, time_round_robin
+from timing import add_output_arguments, machine_slug, time_round_robin, write_rows
 
 from pyro_bdl.bnn import BNNClassifier
 from pyro_bdl.experiment import (
@@ -37,7 +36,6 @@ from pyro_bdl.experiment import (
     require_positive,
     run_main,
     setup,
-    write_results,
 )
 from pyro_bdl.layers.bayes_binary import bayesian_binary_layers
 from pyro_bdl.models.bayes_binary import BayesBinaryConvNet, BernoulliMeanFieldGuide
@@ -111,10 +109,7 @@ def main(args: argparse.Namespace) -> dict:
     for row in rows:
         print(f"{row['batch']:>6} {row['batched_ms']:>8.2f} ms {row['loop_ms']:>8.2f} ms {row['fp32_ms']:>8.2f} ms "
               f"{row['loop_over_batched']:>12.2f}x {row['fp32_over_batched']:>12.2f}x")  # fmt: skip
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["cpu"]).strip("-").lower()
-    payload = {"environment": env, "config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
-    write_results(output_path(args, f"bayes_binary_convnet-{slug}"), payload)
-    return payload
+    return write_rows(args, f"bayes_binary_convnet-{machine_slug(env['cpu'])}", env, rows)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,11 @@ time) and weight memory, and writes JSON (``runs/bench/`` unless ``--record`` or
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable, Sequence
 
 import torch
 import triton
-from timing import add_output_arguments, output_path, time_cpu, time_cuda
+from timing import add_output_arguments, machine_slug, output_path, time_cpu, time_cuda
 
 from pyro_bdl.data import load_mnist, to_float
 from pyro_bdl.experiment import (
@@ -134,8 +133,7 @@ def main(args: argparse.Namespace) -> dict:
             f"{row['weight_bytes'] / 2**20:>7.2f} MiB {row['weights_smaller_than_fp32']:>7.1f}x "
             f"{row['prediction_agreement']:>6.3f}"
         )
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
-    write_results(output_path(args, f"binarynet_mlp-{slug}"), {"environment": env, "rows": rows})
+    write_results(output_path(args, f"binarynet_mlp-{machine_slug(env['device'])}"), {"environment": env, "rows": rows})
     return {"environment": env, "rows": rows}
 
 

@@ -33,7 +33,6 @@ import argparse
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from timing import add_output_arguments, output_path, time_cuda
+from timing import add_output_arguments, machine_slug, output_path, time_cuda
 from triton.language.extra import libdevice
 
 import triton_kernels
@@ -411,7 +410,7 @@ def main(args: argparse.Namespace) -> dict:
             print(f"first call compiles in {result['compile']['compile_s']:.2f} s; "
                   f"later processes load it in {result['compile']['cached_load_s']:.2f} s")  # fmt: skip
         shapes = QUICK_CPU_SHAPES if args.quick else CPU_SHAPES
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower() or device.type
+    slug = machine_slug(env["device"]) or device.type
     out = output_path(args, f"xnor_gemm-{slug}")
     shapes = args.shapes or shapes
     for m, n, k in shapes:

@@ -8,6 +8,7 @@ otherwise, so running one never overwrites the numbers recorded under version co
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import torch
 import triton
+
+from pyro_bdl.experiment import write_results
 
 RECORDED = Path(__file__).resolve().parent / "results"
 """The recorded numbers (under version control), cited by docs/benchmarks.md."""
@@ -37,6 +40,18 @@ def output_path(args: argparse.Namespace, name: str) -> Path:
     if args.record:
         return RECORDED / f"{name}.json"
     return RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def machine_slug(name: str) -> str:
+    """A machine's name as a file-name part: ``"AMD EPYC 9B45"`` -> ``"amd-epyc-9b45"``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def write_rows(args: argparse.Namespace, name: str, environment: dict, rows: list[dict]) -> dict:
+    """Write ``{"environment", "config" (the flags), "rows"}`` to :func:`output_path`; returns it."""
+    payload = {"environment": environment, "config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    write_results(output_path(args, name), payload)
+    return payload
 
 
 def time_cuda(fn: Callable[[], object], rep_ms: float) -> float:
