@@ -69,6 +69,7 @@ from pyro_bdl.experiment import (
     environment,
     load_mnist_train_valid,
     make_parser,
+    print_history,
     require_positive,
     run_main,
     setup,
@@ -285,8 +286,7 @@ def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict
     result = fit(model, guide, data["train"], optim=optim, loss=loss, epochs=args.epochs, batch_size=args.batch_size,
                  checkpoint_path=args.out / CHECKPOINT_NAME, resume=not args.fresh,
                  seed=args.seed, progress=not args.no_progress)  # fmt: skip
-    for entry in result.history:
-        print(f"bayes epoch {entry['epoch']:3d}  train ELBO {entry['train_elbo']:.4f}  ({entry['seconds']:.0f} s)")
+    print_history(result.history, label="bayes epoch")
     return result.history
 
 

@@ -65,6 +65,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_mnist_train_valid,
     make_parser,
+    print_history,
     require_positive,
     run_main,
     setup,
@@ -214,11 +215,7 @@ def main(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     train_seconds = time.perf_counter() - started
-    for entry in result.history:
-        print(
-            f"epoch {entry['epoch']:3d}  train ELBO {entry['train_elbo']:.4f}  "
-            f"validation ELBO {entry['validation_elbo']:.4f}  ({entry['seconds']:.0f} s)"
-        )
+    print_history(result.history)
     started = time.perf_counter()
     metrics = evaluate(model, guide, *data["test"], args)
     reference = published_reference(args)

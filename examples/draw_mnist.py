@@ -39,6 +39,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_binarised_mnist,
     make_parser,
+    print_history,
     require_positive,
     run_main,
     score_held_out,
@@ -142,11 +143,7 @@ def main(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     fit_seconds = time.perf_counter() - started
-    for entry in result.history:
-        valid = entry["validation_elbo"]
-        valid = "-" if valid is None else f"{valid:.2f}"
-        train, seconds = entry["train_elbo"], entry["seconds"]
-        print(f"epoch {entry['epoch']}: train ELBO {train:.2f}, validation ELBO {valid}, {seconds:.0f} s")
+    print_history(result.history)
     scores = score_held_out(model, guide, data["test"][: args.test_limit], args)
     if not args.no_figures:
         draw_figures(model, guide, data, result.history, args)

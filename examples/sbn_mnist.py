@@ -43,6 +43,7 @@ from pyro_bdl.experiment import (
     is_full_mnist_protocol,
     load_binarised_mnist,
     make_parser,
+    print_history,
     require_positive,
     run_main,
     score_held_out,
@@ -135,12 +136,7 @@ def main(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     fit_seconds = time.perf_counter() - started
-    for entry in result.history:
-        print(
-            f"epoch {entry['epoch']:4d}  train ELBO {entry['train_elbo']:9.3f}  "
-            f"validation ELBO {entry['validation_elbo'] if entry['validation_elbo'] is not None else float('nan'):9.3f}"
-            f"  {entry['seconds']:.1f} s"
-        )
+    print_history(result.history)
     scores = score_held_out(model, guide, data["test"][: args.test_limit], args)
     full = is_full_mnist_protocol(args) and args.iw_samples == 5000
     reference = NVIL_TEST_NLL.get(tuple(args.latent_dims)) if full else None

@@ -205,6 +205,15 @@ def score_held_out(model: Callable, guide: Callable, images: torch.Tensor, args:
                            data_chunk=args.data_chunk, progress=not args.no_progress)  # fmt: skip
 
 
+def print_history(history: Sequence[dict[str, Any]], label: str = "epoch") -> None:
+    """One line per epoch of a :class:`~pyro_bdl.inference.FitState` history: train and validation ELBO, seconds."""
+    for entry in history:
+        valid = entry.get("validation_elbo")
+        valid = "-" if valid is None else f"{valid:.3f}"
+        train, seconds = entry["train_elbo"], entry["seconds"]
+        print(f"{label} {entry['epoch']:4d}  train ELBO {train:.3f}  validation ELBO {valid}  ({seconds:.0f} s)")
+
+
 def is_full_mnist_protocol(args: argparse.Namespace) -> bool:
     """Whether the run used all 60,000 training and 10,000 test images (published numbers apply)."""
     return args.limit is None and getattr(args, "test_limit", None) is None

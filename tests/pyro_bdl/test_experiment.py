@@ -123,3 +123,18 @@ def test_checkpointer_refuses_a_checkpoint_without_random_streams(tmp_path):
     save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
     with pytest.raises(ValueError, match="random-stream"):
         Checkpointer(tmp_path / "c.pt").load()
+
+
+def test_print_history_writes_one_line_per_epoch_and_a_dash_without_validation(capsys):
+    from pyro_bdl.experiment import print_history
+
+    history = [
+        {"epoch": 1, "train_elbo": -120.5, "validation_elbo": None, "seconds": 3.2},
+        {"epoch": 2, "train_elbo": -110.25, "validation_elbo": -111.0, "seconds": 2.9},
+    ]
+    print_history(history, label="bayes epoch")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "bayes epoch    1  train ELBO -120.500  validation ELBO -  (3 s)",
+        "bayes epoch    2  train ELBO -110.250  validation ELBO -111.000  (3 s)",
+    ]
