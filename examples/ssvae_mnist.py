@@ -317,15 +317,18 @@ def supervised_baseline(guide: M2Guide, data: dict, args: argparse.Namespace) ->
     return best
 
 
-def build(data: dict, args: argparse.Namespace) -> tuple[M2, M2Guide, ClippedAdam, SVI]:
-    """Model, guide, optimizer and SVI whose model and guide take a per-row scale as third argument."""
+def build(data: dict, args: argparse.Namespace, num_classes: int = 10) -> tuple[M2, M2Guide, ClippedAdam, SVI]:
+    """Model, guide, optimizer and SVI whose model and guide take a per-row scale as third argument.
+
+    ``num_classes``: the label values are ``0 .. num_classes - 1`` (10 digits; fewer for a subset of them)."""
     dim = data["labelled_x"].shape[1]
     if args.m1:  # Gaussian features: M1's posterior means
-        model = M2(dim, 10, args.latent_dim, (args.hidden,), observation="gaussian",
+        model = M2(dim, num_classes, args.latent_dim, (args.hidden,), observation="gaussian",
                    observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale,
                    init_layers=args.init_layers)  # fmt: skip
     else:
-        model = M2(dim, 10, args.latent_dim, (args.hidden,), init_scale=args.init_scale, init_layers=args.init_layers)
+        model = M2(dim, num_classes, args.latent_dim, (args.hidden,), init_scale=args.init_scale,
+                   init_layers=args.init_layers)  # fmt: skip
     rows = len(data["labelled_x"]) + len(data["unlabelled_x"])
     guide = M2Guide.for_model(model, alpha=args.alpha * rows / len(data["labelled_x"]), init_scale=args.init_scale,
                               init_layers=args.init_layers, classifier_dropout=args.classifier_dropout)  # fmt: skip

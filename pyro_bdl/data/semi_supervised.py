@@ -8,13 +8,15 @@ label. Unlabelled rows carry the label ``-1`` (scikit-learn's convention), which
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from pyro_bdl.validation import check_int
 
 UNLABELLED = -1
 
-__all__ = ["UNLABELLED", "balanced_labelled_subset", "hide_labels"]
+__all__ = ["UNLABELLED", "balanced_labelled_subset", "hide_labels", "select_classes"]
 
 
 def balanced_labelled_subset(labels: torch.Tensor, num_labelled: int, num_classes: int, *, seed: int) -> torch.Tensor:
@@ -44,3 +46,24 @@ def hide_labels(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     partial = torch.full_like(labels, UNLABELLED)
     partial[keep] = labels[keep]
     return partial
+
+
+def select_classes(labels: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``labels`` (data,) whose class is in ``classes``, relabelled ``0 .. len(classes) - 1``.
+
+    Returns ``(rows, relabelled)``: the indices (n,) of those rows in increasing order, and their new
+    labels (n,) int64, class ``classes[j]`` becoming ``j``. For a smaller task on a subset of the
+    classes, e.g. digits 3, 5 and 8 of MNIST as a 3-class problem: ``x[rows]`` with ``relabelled``.
+    """
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype}, shape {tuple(labels.shape)}")
+    classes = list(classes)
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be a non-empty sequence of distinct class indices, got {classes}")
+    for k in classes:
+        check_int("classes", k, 0)
+    rows = torch.nonzero(torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))).squeeze(-1)
+    relabelled = torch.empty(len(rows), dtype=torch.long)
+    for j, k in enumerate(classes):
+        relabelled[labels[rows] == k] = j
+    return rows, relabelled
