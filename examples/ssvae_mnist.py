@@ -374,6 +374,34 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
         checkpointer.save({"fit": state.state_dict()})
 
 
+def fit_m2(data: dict, args: argparse.Namespace, num_classes: int = 10) -> tuple[M2, M2Guide, FitState]:
+    """Build M2 (:func:`build`), resume from ``<out>/checkpoint.pt`` unless ``--fresh``, train to ``--epochs``
+    (:func:`train`) and restore the epoch of lowest validation error. Returns the model, the guide and the
+    fit state (its ``result.history`` and ``result.best_epoch``)."""
+    model, guide, optim, svi = build(data, args, num_classes)
+    names = [name for name, _ in pyro.get_param_store().named_parameters()]
+    config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
+    state = FitState(optim, names, config, shuffle=torch.Generator().manual_seed(args.seed))
+    saved = None if args.fresh else Checkpointer(args.out / CHECKPOINT_NAME).load()
+    if saved is not None:
+        state.load_state_dict(saved["fit"], str(args.out / CHECKPOINT_NAME))
+        print(f"resumed from {args.out / CHECKPOINT_NAME} after epoch {state.epoch}")
+    train(model, guide, svi, state, data, args)
+    state.restore_best()
+    return model, guide, state
+
+
+def supervised_only(model: M2, data: dict, args: argparse.Namespace) -> dict:
+    """:func:`supervised_baseline` of a fresh classifier built like ``model``'s guide (same layers, dropout,
+    initialisation): the comparison ``--baseline`` reports."""
+    same = {
+        "classifier_dropout": args.classifier_dropout,
+        "init_scale": args.init_scale,
+        "init_layers": args.init_layers,
+    }
+    return supervised_baseline(M2Guide.for_model(model, **same), data, args)
+
+
 def main(args: argparse.Namespace) -> dict:
     device = setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -384,16 +412,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.m1:
         m1, m1_elbo = train_m1(data, args)
         m1_record = {"train_elbo_per_image": m1_elbo, **use_m1_features(data, m1, args)}
-    model, guide, optim, svi = build(data, args)
-    names = [name for name, _ in pyro.get_param_store().named_parameters()]
-    config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
-    state = FitState(optim, names, config, shuffle=torch.Generator().manual_seed(args.seed))
-    saved = None if args.fresh else Checkpointer(args.out / CHECKPOINT_NAME).load()
-    if saved is not None:
-        state.load_state_dict(saved["fit"], str(args.out / CHECKPOINT_NAME))
-        print(f"resumed from {args.out / CHECKPOINT_NAME} after epoch {state.epoch}")
-    train(model, guide, svi, state, data, args)
-    state.restore_best()
+    model, guide, state = fit_m2(data, args)
     best = state.result.history[state.result.best_epoch - 1]
     metrics = test_metrics(guide, data["test_x"], data["test_y"])
     results = {
@@ -405,12 +424,7 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     print(f"test error {100 * results['test_error']:.2f}% (epoch {best['epoch']}, chosen on validation)")
     if args.baseline:
-        same = {
-            "classifier_dropout": args.classifier_dropout,
-            "init_scale": args.init_scale,
-            "init_layers": args.init_layers,
-        }
-        baseline = supervised_baseline(M2Guide.for_model(model, **same), data, args)
+        baseline = supervised_only(model, data, args)
         results["supervised_only"] = baseline
         print(f"supervised-only classifier, same labels: test error {100 * baseline['test_error']:.2f}%")
     if is_full_mnist_protocol(args) and args.labels in KINGMA_2014:
