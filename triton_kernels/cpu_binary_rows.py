@@ -33,12 +33,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-MAX_DENSITY = 0.25
-"""Most ones per entry of ``x`` at which the kernels run with a row-contiguous ``w`` (measured crossover
-against a one-thread float32 GEMM at 100 x 784 x 500, listing included: about 0.3 for either product)."""
+MAX_DENSITY = 0.3
+"""Most ones per entry of ``x`` at which the kernels run with a row-contiguous ``w``. Measured crossover against a
+one-thread float32 GEMM at 100 x 784 x 500 (the listing included) on the 2-core AMD EPYC of docs/rbm.md: about 0.33
+for either product (0.45 for 100 x 500 x 784)."""
 
-MAX_DENSITY_TRANSPOSED = 0.2
-"""The same when ``w`` is not row-contiguous (a transposed view) and is copied first (crossover about 0.25)."""
+MAX_DENSITY_TRANSPOSED = 0.25
+"""The same when ``w`` is not row-contiguous (a transposed view) and is copied first (crossover about 0.3)."""
 
 MIN_ADDS_PER_THREAD = 1 << 21
 """Adds a thread's share of the columns must reach before a product is split over threads."""
@@ -119,8 +120,10 @@ def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
     neither 0 nor 1 (checked exactly, in the same pass)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not _eligible(x) or not binary_kernels_enabled():
         return None
-    binary, ptr, rows, nnz = _jit().binary_columns(x.detach().contiguous().numpy())
-    return BinaryColumns(ptr, rows, int(nnz), tuple(x.shape)) if binary else None
+    batch, width = x.shape
+    ptr, rows = np.empty(width + 1, np.int64), np.empty(batch * width + width, np.int64)
+    nnz = _jit().binary_columns(x.detach().contiguous().numpy(), ptr, rows)
+    return None if nnz < 0 else BinaryColumns(ptr, rows, nnz, (batch, width))
 
 
 def _ranges(columns: int, adds: int) -> list[tuple[int, int]]:

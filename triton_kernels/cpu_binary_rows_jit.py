@@ -24,9 +24,10 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=False)
 
 
 @_jit
-def binary_columns(x):
-    """``(binary, ptr (K + 1,) int64, rows (nnz + K,) int64, nnz)`` of ``x`` (B, K) C-contiguous (module
-    docstring); ``binary`` False (and nothing listed) if an entry is neither 0 nor 1."""
+def binary_columns(x, ptr, rows):
+    """List the ones of ``x`` (B, K) C-contiguous into ``ptr`` (K + 1,) and ``rows`` (B * K + K,) int64 (module
+    docstring; the caller allocates, so nothing is boxed on return); returns ``nnz``, or -1 (nothing listed)
+    if an entry is neither 0 nor 1."""
     batch, width = x.shape
     count = np.zeros(width, np.int64)
     bad = 0
@@ -36,12 +37,11 @@ def binary_columns(x):
             value = row[k]
             count[k] += value != 0
             bad |= (value != 0) & (value != 1)
-    ptr = np.zeros(width + 1, np.int64)
     if bad:
-        return False, ptr, np.zeros(0, np.int64), 0
+        return -1
+    ptr[0] = 0
     for k in range(width):
         ptr[k + 1] = ptr[k] + count[k] + 1
-    rows = np.empty(ptr[width], np.int64)
     fill = ptr[:-1].copy()
     for r in range(batch):
         row = x[r]
@@ -49,7 +49,7 @@ def binary_columns(x):
             slot = fill[k]
             rows[slot] = r
             fill[k] = slot + (row[k] != 0)
-    return True, ptr, rows, ptr[width] - width
+    return ptr[width] - width
 
 
 @_jit
