@@ -128,9 +128,11 @@ def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
 
 def _ranges(columns: int, adds: int) -> list[tuple[int, int]]:
     """Column ranges ``n0:n1``, one per thread used (one unless each share reaches MIN_ADDS_PER_THREAD)."""
-    from triton_kernels.cpu import thread_count
+    workers = max(1, min(torch.get_num_threads(), adds // MIN_ADDS_PER_THREAD, columns))
+    if workers > 1:  # (os.cpu_count is slow in some containers: only asked when threads are wanted)
+        from triton_kernels.cpu import thread_count
 
-    workers = max(1, min(thread_count(), adds // MIN_ADDS_PER_THREAD, columns))
+        workers = min(workers, thread_count())
     bounds = [columns * t // workers for t in range(workers + 1)]
     return list(itertools.pairwise(bounds))
 
