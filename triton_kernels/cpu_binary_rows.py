@@ -18,7 +18,8 @@ up to rounding (the sums run in another order). It runs when the kernels are swi
 numba does not import, when autograd needs the product (grad mode on and an operand requiring
 grad), for non-CPU or non-float32/64 tensors, when ``x`` holds anything but 0 and 1, or when ``x``
 is dense enough that the GEMM wins (more than :data:`MAX_DENSITY` ones, or
-:data:`MAX_DENSITY_TRANSPOSED` when ``w`` needs a transposed copy first, e.g. ``w = W.T``).
+:data:`MAX_DENSITY_TRANSPOSED` when ``w`` needs a transposed copy first, e.g. ``w = W.T``), or
+when the product is small (under :data:`MIN_MULTIPLY_ADDS`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ for either product (0.45 for 100 x 500 x 784)."""
 
 MAX_DENSITY_TRANSPOSED = 0.25
 """The same when ``w`` is not row-contiguous (a transposed view) and is copied first (crossover about 0.3)."""
+
+MIN_MULTIPLY_ADDS = 1 << 18
+"""Smallest product ``B * K * N`` the kernels take: below it the GEMM's few microseconds beat the kernels'
+call overhead (about 10 us from Python)."""
 
 MIN_ADDS_PER_THREAD = 1 << 21
 """Adds a thread's share of the columns must reach before a product is split over threads."""
@@ -173,6 +178,8 @@ def binary_addmm(bias: torch.Tensor | None, x: torch.Tensor, weight: torch.Tenso
         return torch.addmm(bias, x, weight)
     if x.shape[1] != weight.shape[0] or bias.shape != (weight.shape[1],):
         return torch.addmm(bias, x, weight)  # torch's own shape error
+    if x.shape[0] * x.shape[1] * weight.shape[1] < MIN_MULTIPLY_ADDS:
+        return torch.addmm(bias, x, weight)
     transposed = weight.stride(-1) != 1 or weight.stride(0) != weight.shape[1]
     listed = _columns_for(x, columns, transposed)
     if listed is None:
@@ -194,7 +201,8 @@ def binary_outer_add_(out: torch.Tensor, x: torch.Tensor, p: torch.Tensor, alpha
     """
     dense = (x.dim() != 2 or p.dim() != 2 or out.dim() != 2 or not out.is_contiguous()
              or not _eligible(out, x, p) or not binary_kernels_enabled()
-             or out.shape != (x.shape[1], p.shape[1]) or x.shape[0] != p.shape[0])  # fmt: skip
+             or out.shape != (x.shape[1], p.shape[1]) or x.shape[0] != p.shape[0]
+             or x.shape[0] * out.numel() < MIN_MULTIPLY_ADDS)  # fmt: skip
     listed = None if dense else _columns_for(x, columns, False)
     if listed is None:
         return out.addmm_(x.T, p, alpha=alpha)
@@ -215,6 +223,6 @@ def warm_up() -> None:
 
 
 __all__ = [
-    "MAX_DENSITY", "MAX_DENSITY_TRANSPOSED", "BinaryColumns", "binary_addmm", "binary_columns", "binary_kernels",
-    "binary_kernels_enabled", "binary_outer_add_", "set_binary_kernels", "warm_up",
+    "MAX_DENSITY", "MAX_DENSITY_TRANSPOSED", "MIN_MULTIPLY_ADDS", "BinaryColumns", "binary_addmm", "binary_columns",
+    "binary_kernels", "binary_kernels_enabled", "binary_outer_add_", "set_binary_kernels", "warm_up",
 ]  # fmt: skip

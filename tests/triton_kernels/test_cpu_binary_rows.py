@@ -44,6 +44,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(rows_module, "MAX_DENSITY", 1.0)
     monkeypatch.setattr(rows_module, "MAX_DENSITY_TRANSPOSED", 1.0)
     monkeypatch.setattr(rows_module, "MIN_ADDS_PER_THREAD", 1 << 62)  # one call per product
+    monkeypatch.setattr(rows_module, "MIN_MULTIPLY_ADDS", 0)
     with binary_kernels(True):
         yield counts
 
@@ -141,7 +142,7 @@ def test_dense_path_when_the_kernels_cannot_run(calls):
     assert calls == {"rows_sum": 1, "outer_add": 0}
 
 
-def test_density_limits(monkeypatch):
+def test_size_and_density_limits(monkeypatch):
     gen = generator(5)
     weight = torch.randn(20, 8, generator=gen)
     dense_rows, sparse_rows = binary((10, 20), 0.9, gen), binary((10, 20), 0.05, gen)
@@ -152,6 +153,9 @@ def test_density_limits(monkeypatch):
                           rows_sum=lambda *args: counts.append(1) or jit.rows_sum(*args))  # fmt: skip
     monkeypatch.setattr(rows_module, "_jit", lambda: spy)
     with binary_kernels(True):
+        binary_addmm(None, sparse_rows, weight)
+        assert not counts  # 10 x 20 x 8 < MIN_MULTIPLY_ADDS: the GEMM
+        monkeypatch.setattr(rows_module, "MIN_MULTIPLY_ADDS", 0)
         binary_addmm(None, dense_rows, weight)
         assert not counts  # above MAX_DENSITY: the GEMM
         torch.testing.assert_close(binary_addmm(None, sparse_rows, weight), sparse_rows @ weight, **TOLERANCE)
