@@ -110,13 +110,15 @@ def _jit():
     return cpu_binary_rows_jit
 
 
-def _eligible(*tensors: torch.Tensor) -> bool:
-    """CPU float32/float64 tensors of one dtype, no autograd graph wanted through them."""
+def _eligible(*tensors: torch.Tensor, graph: tuple[torch.Tensor, ...] = ()) -> bool:
+    """CPU float32/float64 tensors of one dtype, no autograd graph wanted through ``tensors`` (``graph``:
+    tensors that may require grad)."""
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64):
         return False
     grad = torch.is_grad_enabled()
-    return all(t.device.type == "cpu" and t.dtype == dtype and not (grad and t.requires_grad) for t in tensors)
+    return all(t.device.type == "cpu" and t.dtype == dtype for t in (*tensors, *graph)) and not any(
+        grad and t.requires_grad for t in tensors)  # fmt: skip
 
 
 def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
@@ -169,12 +171,14 @@ def binary_addmm(bias: torch.Tensor | None, x: torch.Tensor, weight: torch.Tenso
 
     ``out[r] = bias + sum_{k: x[r, k] = 1} weight[k]`` by the compiled gather-sum where the kernels can
     take it (module docstring), else ``torch.addmm``. ``columns``: :func:`binary_columns` of ``x`` if
-    already listed (its binary check is then trusted). Differentiable (by the dense op) when autograd
-    needs it.
+    already listed (its binary check is then trusted). Differentiable: in ``weight`` and ``bias`` by the
+    kernels too (``dW = x^T g`` by :func:`binary_outer_add_`, ``db = sum_rows g``), so a product rounds
+    the same with or without autograd; in ``x`` by the dense op.
     """
     if bias is None:
         bias = torch.zeros(weight.shape[-1], dtype=weight.dtype)
-    if x.dim() != 2 or weight.dim() != 2 or not _eligible(x, weight, bias) or not binary_kernels_enabled():
+    if (x.dim() != 2 or weight.dim() != 2 or not _eligible(x, graph=(weight, bias))
+            or not binary_kernels_enabled()):  # fmt: skip
         return torch.addmm(bias, x, weight)
     if x.shape[1] != weight.shape[0] or bias.shape != (weight.shape[1],):
         return torch.addmm(bias, x, weight)  # torch's own shape error
@@ -184,11 +188,39 @@ def binary_addmm(bias: torch.Tensor | None, x: torch.Tensor, weight: torch.Tenso
     listed = _columns_for(x, columns, transposed)
     if listed is None:
         return torch.addmm(bias, x, weight)
+    if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
+        return _BinaryAddmm.apply(bias, x, weight, listed)
+    return _rows_sum(bias, weight, listed)
+
+
+def _rows_sum(bias: torch.Tensor, weight: torch.Tensor, listed: BinaryColumns) -> torch.Tensor:
+    """``bias + x @ weight`` (B, N) by the compiled loop, ``x`` given by its listing."""
     w = weight.detach().contiguous().numpy()
-    out = torch.empty(x.shape[0], weight.shape[1], dtype=weight.dtype)
+    out = torch.empty(listed.shape[0], weight.shape[1], dtype=weight.dtype)
     ranges = _ranges(weight.shape[1], listed.nnz * weight.shape[1])
     _run(_jit().rows_sum, ranges, listed.ptr, listed.rows, w, bias.detach().contiguous().numpy(), out.numpy())
     return out
+
+
+class _BinaryAddmm(torch.autograd.Function):
+    """:func:`binary_addmm` with gradients in ``bias`` and ``weight``: ``dW = x^T g``, ``db = sum_rows g``."""
+
+    @staticmethod
+    def forward(ctx, bias, x, weight, listed):
+        ctx.save_for_backward(x)
+        ctx.listed, ctx.weight_shape = listed, weight.shape
+        return _rows_sum(bias, weight, listed)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_bias = grad.sum(0) if needs[0] else None
+        grad_weight = None
+        if needs[2]:
+            zeros = torch.zeros(ctx.weight_shape, dtype=grad.dtype)
+            grad_weight = binary_outer_add_(zeros, x, grad, 1.0, ctx.listed)
+        return grad_bias, None, grad_weight, None
 
 
 def binary_outer_add_(out: torch.Tensor, x: torch.Tensor, p: torch.Tensor, alpha: float = 1.0,

@@ -131,15 +131,34 @@ def test_dense_path_when_the_kernels_cannot_run(calls):
     assert binary_columns(half) is None
     assert torch.equal(binary_addmm(bias, half, weight), torch.addmm(bias, half, weight))
     assert torch.equal(binary_outer_add_(torch.zeros(10, 4), half, p), torch.zeros(10, 4).addmm_(half.T, p))
-    leaf = weight.clone().requires_grad_()  # autograd needs the product: the dense, differentiable op
-    out = binary_addmm(bias, x, leaf)
-    out.sum().backward()
-    torch.testing.assert_close(leaf.grad, x.sum(0).unsqueeze(-1).expand(10, 4))
-    with torch.no_grad():  # no graph wanted: the kernel
-        binary_addmm(bias, x, leaf)
+    rows = x.clone().requires_grad_()  # autograd needs the product's gradient in x: the dense op
+    binary_addmm(bias, rows, weight).sum().backward()
+    torch.testing.assert_close(rows.grad, weight.sum(1).expand(6, 10))
     ints = x.to(torch.int64)
     assert torch.equal(binary_addmm(bias.long(), ints, weight.long()), torch.addmm(bias.long(), ints, weight.long()))
-    assert calls == {"rows_sum": 1, "outer_add": 0}
+    assert calls == {"rows_sum": 0, "outer_add": 0}
+
+
+def test_gradients_in_weight_and_bias_by_the_kernels(calls):
+    """With the weight and bias requiring grad (an RBM's parameters under autograd) the product and both
+    gradients run compiled, and equal the dense op's; the values are the same as without autograd."""
+    gen = generator(6)
+    x, upstream = binary((7, 33), 0.2, gen), torch.randn(7, 5, generator=gen)
+    weight, bias = torch.randn(33, 5, generator=gen), torch.randn(5, generator=gen)
+    leaves = [t.clone().requires_grad_() for t in (weight, bias)]
+    dense = [t.clone().requires_grad_() for t in (weight, bias)]
+    out = binary_addmm(leaves[1], x, leaves[0])
+    (out * upstream).sum().backward()
+    (torch.addmm(dense[1], x, dense[0]) * upstream).sum().backward()
+    assert out.requires_grad and calls == {"rows_sum": 1, "outer_add": 1}
+    with torch.no_grad():
+        assert torch.equal(binary_addmm(bias, x, weight), out)
+    for leaf, reference in zip(leaves, dense, strict=True):
+        torch.testing.assert_close(leaf.grad, reference.grad, **TOLERANCE)
+    only_bias = bias.clone().requires_grad_()
+    binary_addmm(only_bias, x, weight).sum().backward()
+    torch.testing.assert_close(only_bias.grad, torch.full((5,), 7.0))
+    assert calls == {"rows_sum": 3, "outer_add": 1}
 
 
 def test_size_and_density_limits(monkeypatch):
