@@ -15,11 +15,12 @@ entry is 0 or 1) and the listing can serve both products of the same rows.
 The dense torch op (``torch.addmm``, ``Tensor.addmm_``) is the fallback and gives the same numbers
 up to rounding (the sums run in another order). It runs when the kernels are switched off
 (:func:`set_binary_kernels`, :func:`binary_kernels`, or ``TRITON_KERNELS_BINARY_ROWS=off``), when
-numba does not import, when autograd needs the product (grad mode on and an operand requiring
-grad), for non-CPU or non-float32/64 tensors, when ``x`` holds anything but 0 and 1, or when ``x``
-is dense enough that the GEMM wins (more than :data:`MAX_DENSITY` ones, or
-:data:`MAX_DENSITY_TRANSPOSED` when ``w`` needs a transposed copy first, e.g. ``w = W.T``), or
-when the product is small (under :data:`MIN_MULTIPLY_ADDS`).
+numba does not import, when autograd needs the gradient in ``x`` (grad mode on and ``x``
+requiring grad; gradients in ``w`` and the bias are the kernels' own), for non-CPU or
+non-float32/64 tensors, when ``x`` holds anything but 0 and 1, when ``x`` is dense enough that
+the GEMM wins (more than :data:`MAX_DENSITY` ones, or :data:`MAX_DENSITY_TRANSPOSED` when ``w``
+needs a transposed copy first, e.g. ``w = W.T``), or when the product is small (under
+:data:`MIN_MULTIPLY_ADDS`).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ class ContrastiveDivergence(ELBO):
         k sweeps per step as before). The pre-activations are differentiable in ``params`` (the
         factor's ``(weight, visible_bias, hidden_bias)``) while grad mode is on. Binary chains (binary visible
         units) are listed once (:func:`~triton_kernels.cpu_binary_rows.binary_columns`, None when the kernels
-        are off) for ``b + v_neg.W`` by the binary-row kernel outside autograd and for ``v_neg^T s(v_neg)``.
+        are off) for ``b + v_neg.W`` by the binary-row kernel and for ``v_neg^T s(v_neg)``.
         """
         rbm, visible = site["infer"][RBM_KEY], site["infer"][VISIBLE_KEY].detach()
         weight, _, hidden_bias = params

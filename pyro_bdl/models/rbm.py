@@ -119,8 +119,8 @@ class RBM(PyroModule):
         return v
 
     def hidden_activation(self, v: torch.Tensor) -> torch.Tensor:
-        """``b + v.W`` (..., H) of visible rows ``v`` (..., D): one matmul, differentiable (binary rows outside
-        autograd take the binary-row kernel: :mod:`triton_kernels.cpu_binary_rows`)."""
+        """``b + v.W`` (..., H) of visible rows ``v`` (..., D): one matmul, differentiable (binary rows that need
+        no gradient take the binary-row kernel: :mod:`triton_kernels.cpu_binary_rows`)."""
         return _affine(self.hidden_bias, v, self.weight, self.visible == "bernoulli")
 
     def free_energy(self, v: torch.Tensor, activation: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,8 +222,8 @@ class RBM(PyroModule):
         """
         name = self.site_name if name is None else name
         params = weight, visible_bias, hidden_bias = self.params()
-        # the rows' ones listed once (None unless binary, outside autograd on v, kernels on): for b + v.W here
-        # (when autograd does not need it) and for v^T s(v) in the CD loss
+        # the rows' ones listed once (None unless binary, v needing no gradient, kernels on): for b + v.W here
+        # (by the kernel, differentiable in the parameters) and for v^T s(v) in the CD loss
         columns = binary_columns(v) if self.visible == "bernoulli" and v.dim() == 2 else None
         activation = _affine(hidden_bias, v, weight, columns is not None, columns)
         # pyro.factor's site, spelled out so that the tags ride in its infer dict (no extra handler)
@@ -326,7 +326,7 @@ def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, binary: b
             columns: BinaryColumns | None = None) -> torch.Tensor:  # fmt: skip
     """``bias + x @ weight`` for rows ``x`` (..., K): one fused ``addmm`` for a table (rows, K), or, with
     ``binary`` (``x`` may hold only 0 and 1: checked exactly), :func:`~triton_kernels.cpu_binary_rows.binary_addmm`,
-    which sums the rows of ``weight`` at the ones where it can (outside autograd, sparse enough) and is
+    which sums the rows of ``weight`` at the ones where it can (``x`` needing no gradient, sparse enough) and is
     ``addmm`` otherwise. ``columns``: the listing of ``x``'s ones if made already."""
     if x.dim() != 2:
         return x @ weight + bias
