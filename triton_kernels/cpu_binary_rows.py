@@ -247,12 +247,17 @@ def binary_outer_add_(out: torch.Tensor, x: torch.Tensor, p: torch.Tensor, alpha
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernels for float32 and float64."""
-    for dtype in (torch.float32, torch.float64):
-        x = torch.tensor([[1.0, 0.0]], dtype=dtype)
-        w = torch.ones(2, 3, dtype=dtype)
-        binary_addmm(None, x, w)
-        binary_outer_add_(torch.zeros(2, 3, dtype=dtype), x, torch.ones(1, 3, dtype=dtype))
+    """Compile (or load from numba's cache) the three loops for float32 and float64 (about 2 s per dtype
+    when compiled; the products below :data:`MIN_MULTIPLY_ADDS` never reach them, so they are called here
+    directly). Does nothing without numba."""
+    jit = _jit()
+    if jit is None:
+        return
+    for dtype in (np.float32, np.float64):
+        x, ptr, rows = np.array([[1.0, 0.0]], dtype), np.empty(3, np.int64), np.empty(4, np.int64)
+        jit.binary_columns(x, ptr, rows)
+        jit.rows_sum(ptr, rows, np.ones((2, 3), dtype), np.zeros(3, dtype), np.zeros((1, 3), dtype), 0, 3)
+        jit.outer_add(ptr, rows, np.ones((1, 3), dtype), dtype(1.0), np.zeros((2, 3), dtype), 0, 3)
 
 
 __all__ = [

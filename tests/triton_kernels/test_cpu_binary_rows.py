@@ -181,6 +181,13 @@ def test_size_and_density_limits(monkeypatch):
         assert len(counts) == 1
 
 
+def test_warm_up_compiles_the_loops_for_both_dtypes():
+    rows_module.warm_up()
+    jit = rows_module._jit()
+    for loop in (jit.binary_columns, jit.rows_sum, jit.outer_add):
+        assert len(loop.signatures) >= 2  # float32 and float64
+
+
 def test_switches(monkeypatch):
     previous = set_binary_kernels(None)
     try:
