@@ -55,7 +55,7 @@ _enabled: bool | None = None  # None: read TRITON_KERNELS_BINARY_ROWS at each ca
 
 class BinaryColumns(NamedTuple):
     """The ones of a binary ``x`` (B, K), column by column: column ``k``'s rows are
-    ``rows[ptr[k] : ptr[k + 1] - 1]`` (numpy int64 arrays; one spare slot per column)."""
+    ``rows[ptr[k] : ptr[k + 1] - 1]`` (numpy arrays, int64 and int32; one spare slot per column)."""
 
     ptr: np.ndarray
     rows: np.ndarray
@@ -129,9 +129,15 @@ def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not _eligible(x) or not binary_kernels_enabled():
         return None
     batch, width = x.shape
-    ptr, rows = np.empty(width + 1, np.int64), np.empty(batch * width + width, np.int64)
-    nnz = _jit().binary_columns(x.detach().contiguous().numpy(), ptr, rows)
-    return None if nnz < 0 else BinaryColumns(ptr, rows, nnz, (batch, width))
+    if batch >= 2**31:
+        return None  # (row numbers are int32)
+    array, ptr = x.detach().contiguous().numpy(), np.empty(width + 1, np.int64)
+    nnz = _jit().count_columns(array, ptr)
+    if nnz < 0:
+        return None
+    rows = np.empty(nnz + width, np.int32)
+    _jit().list_columns(array, ptr, rows)
+    return BinaryColumns(ptr, rows, nnz, (batch, width))
 
 
 def _ranges(columns: int, adds: int) -> list[tuple[int, int]]:
@@ -247,15 +253,16 @@ def binary_outer_add_(out: torch.Tensor, x: torch.Tensor, p: torch.Tensor, alpha
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the three loops for float32 and float64 (about 2 s per dtype
+    """Compile (or load from numba's cache) the four loops for float32 and float64 (about 2 s per dtype
     when compiled; the products below :data:`MIN_MULTIPLY_ADDS` never reach them, so they are called here
     directly). Does nothing without numba."""
     jit = _jit()
     if jit is None:
         return
     for dtype in (np.float32, np.float64):
-        x, ptr, rows = np.array([[1.0, 0.0]], dtype), np.empty(3, np.int64), np.empty(4, np.int64)
-        jit.binary_columns(x, ptr, rows)
+        x, ptr, rows = np.array([[1.0, 0.0]], dtype), np.empty(3, np.int64), np.empty(3, np.int32)
+        jit.count_columns(x, ptr)
+        jit.list_columns(x, ptr, rows)
         jit.rows_sum(ptr, rows, np.ones((2, 3), dtype), np.zeros(3, dtype), np.zeros((1, 3), dtype), 0, 3)
         jit.outer_add(ptr, rows, np.ones((1, 3), dtype), dtype(1.0), np.zeros((2, 3), dtype), 0, 3)
 

@@ -1,7 +1,7 @@
 """The compiled loops of :mod:`triton_kernels.cpu_binary_rows` (numba; imported on first use only).
 
 For a binary matrix ``x`` (B, K) with entries in {0, 1}, its ones are listed column by column
-(:func:`binary_columns`): column ``k``'s rows ``r`` with ``x[r, k] = 1`` are
+(:func:`count_columns`, then :func:`list_columns`): column ``k``'s rows ``r`` with ``x[r, k] = 1`` are
 ``rows[ptr[k] : ptr[k + 1] - 1]`` (one spare slot per column: the listing is branch-free, the
 slot takes the writes of the zeros). Then, for a column range ``n0:n1``::
 
@@ -24,10 +24,9 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=False)
 
 
 @_jit
-def binary_columns(x, ptr, rows):
-    """List the ones of ``x`` (B, K) C-contiguous into ``ptr`` (K + 1,) and ``rows`` (B * K + K,) int64 (module
-    docstring; the caller allocates, so nothing is boxed on return); returns ``nnz``, or -1 (nothing listed)
-    if an entry is neither 0 nor 1."""
+def count_columns(x, ptr):
+    """Fill ``ptr`` (K + 1,) int64 for ``x`` (B, K) C-contiguous (module docstring: ``ptr[K] = nnz + K``);
+    returns ``nnz``, or -1 (``ptr`` left unfilled) if an entry is neither 0 nor 1."""
     batch, width = x.shape
     count = np.zeros(width, np.int64)
     bad = 0
@@ -42,6 +41,14 @@ def binary_columns(x, ptr, rows):
     ptr[0] = 0
     for k in range(width):
         ptr[k + 1] = ptr[k] + count[k] + 1
+    return ptr[width] - width
+
+
+@_jit
+def list_columns(x, ptr, rows):
+    """Fill ``rows`` (nnz + K,) int32 with the rows of each column's ones, in ``ptr``'s layout (branch-free:
+    every entry writes its row into its column's next slot, a one moves the slot on)."""
+    batch, width = x.shape
     fill = ptr[:-1].copy()
     for r in range(batch):
         row = x[r]
@@ -49,7 +56,6 @@ def binary_columns(x, ptr, rows):
             slot = fill[k]
             rows[slot] = r
             fill[k] = slot + (row[k] != 0)
-    return ptr[width] - width
 
 
 @_jit

@@ -38,8 +38,8 @@ def calls(monkeypatch):
 
         return call
 
-    spy = SimpleNamespace(binary_columns=jit.binary_columns, rows_sum=counted("rows_sum"),
-                          outer_add=counted("outer_add"))  # fmt: skip
+    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns,
+                          rows_sum=counted("rows_sum"), outer_add=counted("outer_add"))  # fmt: skip
     monkeypatch.setattr(rows_module, "_jit", lambda: spy)
     monkeypatch.setattr(rows_module, "MAX_DENSITY", 1.0)
     monkeypatch.setattr(rows_module, "MAX_DENSITY_TRANSPOSED", 1.0)
@@ -168,7 +168,7 @@ def test_size_and_density_limits(monkeypatch):
     sparse_rows[-1] = 0  # 5% ones
     counts = []
     jit = rows_module._jit()
-    spy = SimpleNamespace(binary_columns=jit.binary_columns, outer_add=jit.outer_add,
+    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns, outer_add=jit.outer_add,
                           rows_sum=lambda *args: counts.append(1) or jit.rows_sum(*args))  # fmt: skip
     monkeypatch.setattr(rows_module, "_jit", lambda: spy)
     with binary_kernels(True):
@@ -184,7 +184,7 @@ def test_size_and_density_limits(monkeypatch):
 def test_warm_up_compiles_the_loops_for_both_dtypes():
     rows_module.warm_up()
     jit = rows_module._jit()
-    for loop in (jit.binary_columns, jit.rows_sum, jit.outer_add):
+    for loop in (jit.count_columns, jit.list_columns, jit.rows_sum, jit.outer_add):
         assert len(loop.signatures) >= 2  # float32 and float64
 
 

@@ -40,8 +40,8 @@ def calls(monkeypatch):
 
         return call
 
-    spy = SimpleNamespace(binary_columns=jit.binary_columns, rows_sum=counted("rows_sum"),
-                          outer_add=counted("outer_add"))  # fmt: skip
+    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns,
+                          rows_sum=counted("rows_sum"), outer_add=counted("outer_add"))  # fmt: skip
     monkeypatch.setattr(rows_module, "_jit", lambda: spy)
     monkeypatch.setattr(rows_module, "MIN_MULTIPLY_ADDS", 0)  # these RBMs are small
     return counts
