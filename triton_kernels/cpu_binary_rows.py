@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 MAX_DENSITY = 0.3
 """Most ones per entry of ``x`` at which the kernels run with a row-contiguous ``w``. Measured crossover against a
@@ -219,6 +220,7 @@ class _BinaryAddmm(torch.autograd.Function):
         return _rows_sum(bias, weight, listed)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         needs = ctx.needs_input_grad
