@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pyro_bdl.models.rbm import RBM
 from pyro_bdl.validation import check_int
+from triton_kernels.cpu_binary_rows import binary_addmm, binary_kernels_enabled
 
 BASE_RATE_CLAMP = 1e-3
 """Pixel means are clamped to ``[c, 1 - c]`` before taking the base-rate logits."""
@@ -77,6 +78,9 @@ def ais_log_partition(
 ) -> AISResult:
     """AIS estimate of ``log Z`` of a binary ``rbm``: two matmuls per temperature in the model's dtype (one
     pre-activation ``b + v.W`` serves the weight increment and the draw of ``h``), the log weights in float64.
+    Both matmuls multiply binary samples: they run as sums of weight rows at the ones
+    (:func:`~triton_kernels.cpu_binary_rows.binary_addmm`, the weight transposed once for ``h``) where the
+    kernels are on and the samples sparse enough, as dense matmuls otherwise.
 
     Args:
         rbm: an :class:`~pyro_bdl.models.RBM` with binary visible units.
@@ -100,17 +104,18 @@ def ais_log_partition(
     def bernoulli(probs: torch.Tensor) -> torch.Tensor:
         return (torch.rand(probs.shape, dtype=probs.dtype, generator=generator) < probs).to(weight.dtype)
 
+    weight_t = weight.T.contiguous() if binary_kernels_enabled() else weight.T  # read by rows for h -> v
     v = bernoulli(torch.sigmoid(base).expand(num_runs, -1))
     log_w = torch.zeros(num_runs, dtype=torch.float64)
     previous = 0.0
     for beta in betas[1:].tolist():
         # log p*_beta(v) - log p*_previous(v), from one pre-activation b + v.W (its rounding enters the
         # increment only times beta - previous), accumulated in float64
-        activation = torch.addmm(hidden_bias, v, weight).double()
+        activation = binary_addmm(hidden_bias, v, weight).double()
         log_w += (beta - previous) * (v.double() @ bias_step) + (
             F.softplus(beta * activation) - F.softplus(previous * activation)).sum(-1)  # fmt: skip
         h = bernoulli(torch.sigmoid(beta * activation))
-        v = bernoulli(torch.sigmoid((1 - beta) * base + beta * torch.addmm(visible_bias, h, weight.T).double()))
+        v = bernoulli(torch.sigmoid((1 - beta) * base + beta * binary_addmm(visible_bias, h, weight_t).double()))
         previous = beta
     log_mean = float(torch.logsumexp(log_w, 0)) - math.log(num_runs)
     w = torch.exp(log_w - log_w.max())

@@ -16,8 +16,11 @@ from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
-from pyro_bdl.models.rbm import ACTIVATION_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY
+from pyro_bdl.models.rbm import ACTIVATION_KEY, COLUMNS_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY
 from pyro_bdl.validation import check_int
+from triton_kernels.cpu_binary_rows import BinaryColumns, binary_addmm, binary_columns, binary_outer_add_
+
+_Negative = tuple[torch.Tensor, torch.Tensor, torch.Tensor, BinaryColumns | None]
 
 
 class ContrastiveDivergence(ELBO):
@@ -121,9 +124,9 @@ class ContrastiveDivergence(ELBO):
         guide_trace.compute_score_parts()
         return model_trace, guide_trace
 
-    def _negative_phase(self, name: str, site: dict, params: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(v_neg (chains, D), b + v_neg.W (chains, H), sigmoid(b + v_neg.W) (detached))`` of an RBM site, one
-        matmul per Gibbs half-sweep.
+    def _negative_phase(self, name: str, site: dict, params: tuple) -> _Negative:
+        """``(v_neg (chains, D), b + v_neg.W (chains, H), sigmoid(b + v_neg.W) (detached), ones of v_neg)`` of an
+        RBM site, one matmul per Gibbs half-sweep.
 
         CD-k: the first sweep starts from the site's own pre-activations ``b + v.W`` (already computed
         for ``F(v_data)``), then ``k - 1`` sweeps. PCD-k: ``k - 1`` sweeps of the persistent chains,
@@ -131,7 +134,9 @@ class ContrastiveDivergence(ELBO):
         ``h``; the advanced chains are kept for the next step (so the statistics of step t are taken
         at the chains' state before its last sweep: PCD with the sweep and the statistics swapped,
         k sweeps per step as before). The pre-activations are differentiable in ``params`` (the
-        factor's ``(weight, visible_bias, hidden_bias)``) while grad mode is on.
+        factor's ``(weight, visible_bias, hidden_bias)``) while grad mode is on. Binary chains (binary visible
+        units) are listed once (:func:`~triton_kernels.cpu_binary_rows.binary_columns`, None when the kernels
+        are off) for ``b + v_neg.W`` by the binary-row kernel and for ``v_neg^T s(v_neg)``.
         """
         rbm, visible = site["infer"][RBM_KEY], site["infer"][VISIBLE_KEY].detach()
         weight, _, hidden_bias = params
@@ -143,8 +148,10 @@ class ContrastiveDivergence(ELBO):
                 activation, params)  # fmt: skip
             if self.k > 1:
                 negative = rbm.gibbs(negative, self.k - 1, params)
-            activation = torch.addmm(hidden_bias, negative, weight)
-            return negative, activation, torch.sigmoid(activation.detach())
+            columns = _chain_columns(rbm, negative)
+            activation = binary_addmm(hidden_bias, negative, weight, columns) if columns is not None else torch.addmm(
+                hidden_bias, negative, weight)  # fmt: skip
+            return negative, activation, torch.sigmoid(activation.detach()), columns
         sampler = params
         if self.fast_lr:  # FPCD: the chains move (and the statistics are taken) under theta + theta_fast
             fast = self.fast.setdefault(name, [torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
@@ -160,10 +167,12 @@ class ContrastiveDivergence(ELBO):
                              f"the site {visible.shape[-1]}")  # fmt: skip
         if self.k > 1:
             chains = rbm.gibbs(chains, self.k - 1, sampler)
-        activation = torch.addmm(hidden_bias, chains, weight)
+        columns = _chain_columns(rbm, chains)
+        activation = binary_addmm(hidden_bias, chains, weight, columns) if columns is not None else torch.addmm(
+            hidden_bias, chains, weight)  # fmt: skip
         probs = torch.sigmoid(activation.detach())
         self.chains[name] = rbm.sweep_from_probs(probs, sampler)
-        return chains, activation, probs
+        return chains, activation, probs, columns
 
     def _rbm_term(self, name: str, site: dict, accumulate: float | None = None) -> torch.Tensor:
         """The CD surrogate ``s * B * (mean F(v_data) - mean F(v_neg))`` of one RBM site (a scalar).
@@ -183,12 +192,12 @@ class ContrastiveDivergence(ELBO):
             raise ValueError(f"fast_lr > 0 (FPCD) needs an unmasked RBM site of constant scale; {name!r} is not")
         gaussian = rbm.visible == "gaussian"
         if not closed:
-            negative, activation, _ = self._negative_phase(name, site, params)
+            negative, activation, _, _ = self._negative_phase(name, site, params)
             weight_negative = scale * visible.shape[0] / negative.shape[0]
             return -site["log_prob_sum"] - weight_negative * rbm.free_energy_from(negative, activation, params[1]).sum()
         scale = float(scale)
         with torch.no_grad():
-            negative, activation, negative_probs = self._negative_phase(name, site, params)
+            negative, activation, negative_probs, negative_columns = self._negative_phase(name, site, params)
             weight_negative = scale * visible.shape[0] / negative.shape[0]
             # sum_chains F(v_neg) = -(sum_chains v_neg).a - sum softplus(b + v_neg.W); the chains' sum serves
             # the visible biases' gradient too
@@ -200,11 +209,13 @@ class ContrastiveDivergence(ELBO):
             return value
         positive = torch.sigmoid(infer[ACTIVATION_KEY].detach())
         needs = (True, True, True, False)
+        columns = (infer.get(COLUMNS_KEY), negative_columns)  # the ones of the rows and of the chains, if listed
         if accumulate is not None and not visible.requires_grad and all(p.is_leaf and p.requires_grad for p in params):
             with torch.no_grad():  # FPCD needs the step's gradient alone: then it is added into .grad after
                 grads = _cd_gradients(params, visible, positive, negative, negative_probs, scale * accumulate,
                                       weight_negative * accumulate, gaussian, needs,
-                                      None if self.fast_lr else [p.grad for p in params], chain_sum)  # fmt: skip
+                                      None if self.fast_lr else [p.grad for p in params], chain_sum,
+                                      columns)  # fmt: skip
                 if self.fast_lr:  # one particle: accumulate == 1
                     self._update_fast(name, grads)
                     for param, grad in zip(params, grads, strict=False):
@@ -217,7 +228,8 @@ class ContrastiveDivergence(ELBO):
         if self.fast_lr:
             with torch.no_grad():
                 self._update_fast(name, _cd_gradients(params, visible, positive, negative, negative_probs, scale,
-                                                      weight_negative, gaussian, needs, None, chain_sum))  # fmt: skip
+                                                      weight_negative, gaussian, needs, None, chain_sum,
+                                                      columns))  # fmt: skip
         return _ClosedFormCD.apply(value, *params, visible, positive, negative, negative_probs,
                                    scale, weight_negative, gaussian)  # fmt: skip
 
@@ -343,11 +355,15 @@ class _ClosedFormCD(torch.autograd.Function):
 
 def _cd_gradients(params: tuple, visible: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
                   negative_probs: torch.Tensor, weight_positive: float, weight_negative: float, gaussian: bool,
-                  needs: tuple, into: list | None = None, chain_sum: torch.Tensor | None = None) -> list:  # fmt: skip
+                  needs: tuple, into: list | None = None, chain_sum: torch.Tensor | None = None,
+                  columns: tuple = (None, None)) -> list:  # fmt: skip
     """``dL/d(weight, visible_bias, hidden_bias, visible)`` of ``L = c+ sum F(v) - c- sum F(v_neg)`` (see
     :class:`_ClosedFormCD`; None where ``needs`` is False), added in place to the tensors of ``into`` where
     given (``.grad`` of the parameters): the weight's by two matmuls with the weights ``c+``, ``c-`` (floats)
-    folded into their ``alpha`` and ``beta``. ``chain_sum``: ``sum_chains v_neg`` (D,) if already computed."""
+    folded into their ``alpha`` and ``beta``, each by the binary-row scatter-add
+    (:func:`~triton_kernels.cpu_binary_rows.binary_outer_add_`) when its rows are binary (binary visible
+    units; dense ``addmm_`` otherwise). ``chain_sum``: ``sum_chains v_neg`` (D,) if already computed;
+    ``columns``: the listings of the ones of ``(visible, negative)`` where made."""
     weight, visible_bias = params[0], params[1]
     into = into or [None] * 3
     data = visible.detach()
@@ -356,8 +372,12 @@ def _cd_gradients(params: tuple, visible: torch.Tensor, positive: torch.Tensor, 
         # c- v_neg^T s(v_neg) - c+ v^T s(v), always added into a tensor (zeros if none is given: the same rounding
         # whether or not a gradient was there, so a resumed run repeats an uninterrupted one bit for bit)
         grad = torch.zeros_like(weight, memory_format=torch.contiguous_format) if into[0] is None else into[0]
-        grads[0] = grad.addmm_(negative.T, negative_probs, alpha=weight_negative).addmm_(
-            data.T, positive, alpha=-weight_positive)  # fmt: skip
+        if gaussian:
+            grads[0] = grad.addmm_(negative.T, negative_probs, alpha=weight_negative).addmm_(
+                data.T, positive, alpha=-weight_positive)  # fmt: skip
+        else:  # binary rows: each product a sum of rows of s(.) at the ones (dense when the kernels cannot)
+            _outer_add_(grad, negative, negative_probs, weight_negative, columns[1])
+            grads[0] = _outer_add_(grad, data, positive, -weight_positive, columns[0])
     if needs[1]:
         if gaussian:
             rows, chains = (data - visible_bias).sum(0), (negative - visible_bias).sum(0)
@@ -372,6 +392,20 @@ def _cd_gradients(params: tuple, visible: torch.Tensor, positive: torch.Tensor, 
         field = visible - visible_bias if gaussian else -visible_bias
         grads[3] = torch.addmm(weight_positive * field, positive, weight.detach().T, alpha=-weight_positive)
     return grads
+
+
+def _outer_add_(grad: torch.Tensor, rows: torch.Tensor, probs: torch.Tensor, alpha: float,
+                columns: BinaryColumns | None) -> torch.Tensor:  # fmt: skip
+    """``grad += alpha * rows^T probs`` for binary ``rows`` (listed now if ``columns`` is None): the binary-row
+    scatter-add where it runs, else ``addmm_``."""
+    columns = binary_columns(rows) if columns is None else columns
+    return grad.addmm_(rows.T, probs, alpha=alpha) if columns is None else binary_outer_add_(
+        grad, rows, probs, alpha, columns)  # fmt: skip
+
+
+def _chain_columns(rbm, chains: torch.Tensor) -> BinaryColumns | None:
+    """The ones of binary chains (binary visible units; listed by their binary-row kernel), else None."""
+    return binary_columns(chains) if rbm.visible == "bernoulli" else None
 
 
 def _not_subsample(name: str, site: dict) -> bool:

@@ -41,6 +41,7 @@ from torch import nn
 
 from pyro_bdl.conventions import DATA_PLATE
 from pyro_bdl.validation import check_choice, check_int, check_num_data, check_positive, check_table
+from triton_kernels.cpu_binary_rows import BinaryColumns, binary_addmm, binary_columns, binary_kernels_enabled
 
 FACTOR_SITE = "rbm"
 """Default name of the factor site ``-F(v)``."""
@@ -54,6 +55,11 @@ VISIBLE_KEY = "visible"
 ACTIVATION_KEY = "hidden_activation"
 """Key of ``site["infer"]`` holding the hidden pre-activations ``b + v.W`` (batch, H) of a factor site,
 computed once for ``F(v)`` and reused by the CD loss to sample ``h | v`` (no second matmul)."""
+
+COLUMNS_KEY = "binary_columns"
+"""Key of ``site["infer"]`` holding :func:`~triton_kernels.cpu_binary_rows.binary_columns` of the visible rows
+(the ones, column by column; None when the rows are not binary or the kernels are off), listed once for
+``b + v.W`` and reused by the CD loss for ``v^T s(v)``."""
 
 PARAMS_KEY = "parameters"
 """Key of ``site["infer"]`` holding ``(weight, visible_bias, hidden_bias)`` as the factor read them (read once
@@ -113,8 +119,9 @@ class RBM(PyroModule):
         return v
 
     def hidden_activation(self, v: torch.Tensor) -> torch.Tensor:
-        """``b + v.W`` (..., H) of visible rows ``v`` (..., D): one matmul, differentiable."""
-        return _affine(self.hidden_bias, v, self.weight)
+        """``b + v.W`` (..., H) of visible rows ``v`` (..., D): one matmul, differentiable (binary rows that need
+        no gradient take the binary-row kernel: :mod:`triton_kernels.cpu_binary_rows`)."""
+        return _affine(self.hidden_bias, v, self.weight, self.visible == "bernoulli")
 
     def free_energy(self, v: torch.Tensor, activation: torch.Tensor | None = None) -> torch.Tensor:
         """``F(v)`` of visible rows ``v`` (..., D) -> (...); differentiable in the parameters and ``v``.
@@ -143,12 +150,12 @@ class RBM(PyroModule):
     def hidden_probs(self, v: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         """``p(h = 1 | v)`` (..., H) of visible rows (..., D), at inverse temperature ``beta``."""
         weight, _, hidden_bias = self.params()
-        return torch.sigmoid(beta * (v @ weight + hidden_bias))
+        return torch.sigmoid(beta * _affine(hidden_bias, v, weight, self.visible == "bernoulli"))
 
     def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
         """``E[v | h]`` (..., D) of hidden rows (..., H): probabilities, or the Gaussian mean."""
         weight, visible_bias, _ = self.params()
-        activation = h @ weight.T + visible_bias
+        activation = _affine(visible_bias, h, weight.T, True)
         return activation if self.visible == "gaussian" else torch.sigmoid(activation)
 
     def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
@@ -166,8 +173,11 @@ class RBM(PyroModule):
         """
         check_int("steps", steps, 1)
         weight, visible_bias, hidden_bias = (p.detach() for p in (self.params() if params is None else params))
+        # the h -> v products read weight^T by rows: one transposed copy for all the sweeps, for the kernels
+        weight_t = weight.T.contiguous() if steps > 1 and binary_kernels_enabled() else weight.T
+        binary = self.visible == "bernoulli"
         for _ in range(steps):
-            v = self._sweep_from(_affine(hidden_bias, v, weight), weight, visible_bias)
+            v = self._sweep_from_probs(torch.sigmoid(_affine(hidden_bias, v, weight, binary)), weight_t, visible_bias)
         return v
 
     @torch.no_grad()
@@ -182,14 +192,14 @@ class RBM(PyroModule):
         """:meth:`sweep_from_activation` given ``p(h = 1 | v) = sigmoid(b + v.W)`` (chains, H) instead (when the
         caller needs them too, e.g. as CD's negative statistics: one sigmoid for both)."""
         weight, visible_bias, _ = (p.detach() for p in (self.params() if params is None else params))
-        return self._sweep_from_probs(probs, weight, visible_bias)
+        return self._sweep_from_probs(probs, weight.T, visible_bias)
 
-    def _sweep_from(self, activation: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
-        return self._sweep_from_probs(torch.sigmoid(activation), weight, visible_bias)
-
-    def _sweep_from_probs(self, probs: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor) -> torch.Tensor:
+    def _sweep_from_probs(self, probs: torch.Tensor, weight_t: torch.Tensor,
+                          visible_bias: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """``v ~ p(v | h)`` with ``h ~ Bernoulli(probs)``; ``weight_t`` (H, D) is the weight transposed (binary
+        ``h``: the kernel reads it by rows, copying a transposed view first if ``h`` is sparse enough)."""
         h = bernoulli(probs)
-        mean = _affine(visible_bias, h, weight.T)
+        mean = _affine(visible_bias, h, weight_t, True)
         return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
 
     @torch.no_grad()
@@ -212,10 +222,14 @@ class RBM(PyroModule):
         """
         name = self.site_name if name is None else name
         params = weight, visible_bias, hidden_bias = self.params()
-        activation = _affine(hidden_bias, v, weight)
+        # the rows' ones listed once (None unless binary, v needing no gradient, kernels on): for b + v.W here
+        # (by the kernel, differentiable in the parameters) and for v^T s(v) in the CD loss
+        columns = binary_columns(v) if self.visible == "bernoulli" and v.dim() == 2 else None
+        activation = _affine(hidden_bias, v, weight, columns is not None, columns)
         # pyro.factor's site, spelled out so that the tags ride in its infer dict (no extra handler)
         unit = dist.Unit(-self.free_energy_from(v, activation, visible_bias))
-        infer = {"is_auxiliary": True, RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params}
+        infer = {"is_auxiliary": True, RBM_KEY: self, VISIBLE_KEY: v, ACTIVATION_KEY: activation, PARAMS_KEY: params,
+                 COLUMNS_KEY: columns}  # fmt: skip
         pyro.sample(name, unit, obs=unit.sample(), infer=infer)
 
     def forward(self, x: torch.Tensor | None = None, *, obs_mask: torch.Tensor | None = None,
@@ -308,9 +322,15 @@ def bernoulli(probs: torch.Tensor) -> torch.Tensor:
     return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
-def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``bias + x @ weight`` for rows ``x`` (..., K): one fused ``addmm`` for a table (rows, K)."""
-    return torch.addmm(bias, x, weight) if x.dim() == 2 else x @ weight + bias
+def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, binary: bool = False,
+            columns: BinaryColumns | None = None) -> torch.Tensor:  # fmt: skip
+    """``bias + x @ weight`` for rows ``x`` (..., K): one fused ``addmm`` for a table (rows, K), or, with
+    ``binary`` (``x`` may hold only 0 and 1: checked exactly), :func:`~triton_kernels.cpu_binary_rows.binary_addmm`,
+    which sums the rows of ``weight`` at the ones where it can (``x`` needing no gradient, sparse enough) and is
+    ``addmm`` otherwise. ``columns``: the listing of ``x``'s ones if made already."""
+    if x.dim() != 2:
+        return x @ weight + bias
+    return binary_addmm(bias, x, weight, columns) if binary else torch.addmm(bias, x, weight)
 
 
 def _log_sum_over_states(units: int, chunk: int, log_terms) -> float:
@@ -331,6 +351,6 @@ def all_states(units: int) -> torch.Tensor:
 
 
 __all__ = [
-    "ACTIVATION_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "PARAMS_KEY", "RBM", "RBM_KEY", "VISIBLE_KEY", "RBMGuide",
-    "all_states", "bernoulli",
+    "ACTIVATION_KEY", "COLUMNS_KEY", "ENUMERATION_LIMIT", "FACTOR_SITE", "PARAMS_KEY", "RBM", "RBM_KEY", "VISIBLE_KEY",
+    "RBMGuide", "all_states", "bernoulli",
 ]  # fmt: skip
