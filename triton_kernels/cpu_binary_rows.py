@@ -123,10 +123,11 @@ def _eligible(*tensors: torch.Tensor, graph: tuple[torch.Tensor, ...] = ()) -> b
         grad and t.requires_grad for t in tensors)  # fmt: skip
 
 
-def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
+def binary_columns(x: torch.Tensor, max_density: float | None = None) -> BinaryColumns | None:
     """The ones of ``x`` (B, K) column by column, or None if the kernels cannot take ``x``: switched off,
     numba missing, not a 2-D CPU float32/float64 table, requiring grad in grad mode, or any entry that is
-    neither 0 nor 1 (checked exactly, in the same pass)."""
+    neither 0 nor 1 (checked exactly, in the same pass). ``max_density``: None too when ``x`` has more ones
+    per entry than that (decided after the counting pass, before the listing pass)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not _eligible(x) or not binary_kernels_enabled():
         return None
     batch, width = x.shape
@@ -134,7 +135,7 @@ def binary_columns(x: torch.Tensor) -> BinaryColumns | None:
         return None  # (row numbers are int32)
     array, ptr = x.detach().contiguous().numpy(), np.empty(width + 1, np.int64)
     nnz = _jit().count_columns(array, ptr)
-    if nnz < 0:
+    if nnz < 0 or (max_density is not None and nnz > max_density * batch * width):
         return None
     rows = np.empty(nnz + width, np.int32)
     _jit().list_columns(array, ptr, rows)
@@ -155,6 +156,9 @@ def _ranges(columns: int, adds: int) -> list[tuple[int, int]]:
 def _run(kernel, ranges: list[tuple[int, int]], *args) -> None:
     """``kernel(*args, n0, n1)`` for each range, on the CPU path's pool beyond the first (the loops release
     the GIL)."""
+    if len(ranges) == 1:  # (one thread: no pool, no import per call)
+        kernel(*args, *ranges[0])
+        return
     from triton_kernels.cpu import thread_pool
 
     futures = [thread_pool(len(ranges) - 1).submit(kernel, *args, n0, n1) for n0, n1 in ranges[1:]]
@@ -164,12 +168,13 @@ def _run(kernel, ranges: list[tuple[int, int]], *args) -> None:
 
 
 def _columns_for(x: torch.Tensor, columns: BinaryColumns | None, transposed: bool) -> BinaryColumns | None:
-    """``columns`` (checked against ``x``'s shape) or a fresh listing, None if the dense op should run."""
+    """``columns`` (checked against ``x``'s shape) or a fresh listing (not made when ``x`` is too dense), None if
+    the dense op should run."""
+    limit = MAX_DENSITY_TRANSPOSED if transposed else MAX_DENSITY
     if columns is None:
-        columns = binary_columns(x)
+        columns = binary_columns(x, limit)
     elif tuple(columns.shape) != tuple(x.shape):
         raise ValueError(f"columns list the ones of a {columns.shape} table, x is {tuple(x.shape)}")
-    limit = MAX_DENSITY_TRANSPOSED if transposed else MAX_DENSITY
     return None if columns is None or columns.density > limit else columns
 
 

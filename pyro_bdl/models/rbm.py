@@ -109,10 +109,15 @@ class RBM(PyroModule):
         return self.weight, self.visible_bias, self.hidden_bias
 
     def check_visible(self, v: object, name: str = "x") -> torch.Tensor:
-        """``v`` as a float table (rows, D), binary for Bernoulli visible units (the values are checked
-        while Pyro's validation is on, its default; ``pyro.enable_validation(False)`` skips that pass)."""
+        """``v`` as a float table (rows, D), binary for Bernoulli visible units. The values (no NaN; only 0 and 1
+        for binary units) are checked while Pyro's validation is on, its default; ``pyro.enable_validation(False)``
+        skips those passes over the rows, as Pyro skips its own checks, and checks the type and shape only."""
+        validate = is_validation_enabled()
+        if (not validate and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() == 2
+                and v.shape[1] == self.data_dim):  # fmt: skip
+            return v
         v = check_table(name, v, self.data_dim)
-        if self.visible == "bernoulli" and is_validation_enabled() and not bool(((v == 0) | (v == 1)).all()):
+        if self.visible == "bernoulli" and validate and not bool(((v == 0) | (v == 1)).all()):
             raise ValueError(
                 f"{name} must hold only 0 and 1 for a binary RBM (binarise it, e.g. torch.bernoulli(x)), "
                 f"got values in [{float(v.min())}, {float(v.max())}]"
