@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pyro_bdl.models.rbm import RBM
 from pyro_bdl.validation import check_int
+from triton_kernels.cpu_bernoulli import bernoulli_bits
 from triton_kernels.cpu_binary_rows import binary_addmm, binary_kernels_enabled
 
 BASE_RATE_CLAMP = 1e-3
@@ -101,8 +102,8 @@ def ais_log_partition(
     log_z_base = float(F.softplus(base).sum()) + rbm.hidden_dim * math.log(2.0)
     bias_step = visible_bias.double() - base  # d/d beta of the visible term of log p*_beta
 
-    def bernoulli(probs: torch.Tensor) -> torch.Tensor:
-        return (torch.rand(probs.shape, dtype=probs.dtype, generator=generator) < probs).to(weight.dtype)
+    def bernoulli(probs: torch.Tensor) -> torch.Tensor:  # the compiled sampler, seeded from ``generator``
+        return bernoulli_bits(probs, generator).to(weight.dtype)
 
     weight_t = weight.T.contiguous() if binary_kernels_enabled() else weight.T  # read by rows for h -> v
     v = bernoulli(torch.sigmoid(base).expand(num_runs, -1))

@@ -210,3 +210,23 @@ def test_switches(monkeypatch):
             assert torch.equal(binary_addmm(None, x, torch.ones(3, 2)), torch.ones(3, 2))
     finally:
         set_binary_kernels(previous)
+
+
+def test_max_density_skips_the_listing(monkeypatch):
+    """Rows denser than ``max_density`` give None after the counting pass (no listing pass), and a product of
+    such rows runs the dense op with the same result."""
+    gen = generator(5)
+    dense_rows = (torch.rand(40, 300, generator=gen) < 0.5).float()
+    sparse_rows = (torch.rand(40, 300, generator=gen) < 0.05).float()
+    listed = []
+    jit = rows_module._jit()
+    monkeypatch.setattr(rows_module, "_jit", lambda: SimpleNamespace(
+        count_columns=jit.count_columns, list_columns=lambda *a: listed.append(1) or jit.list_columns(*a),
+        rows_sum=jit.rows_sum, outer_add=jit.outer_add))  # fmt: skip
+    assert binary_columns(dense_rows, 0.3) is None and not listed
+    columns = binary_columns(sparse_rows, 0.3)
+    assert columns is not None and columns.density <= 0.3 and listed == [1]
+    assert binary_columns(dense_rows) is not None  # no limit: listed whatever the density
+    weight = torch.randn(300, 1000, generator=gen)
+    torch.testing.assert_close(binary_addmm(None, dense_rows, weight), dense_rows @ weight, **TOLERANCE)
+    assert listed == [1, 1]  # the unlimited call above listed; the product's call stopped after counting
