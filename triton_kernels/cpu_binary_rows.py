@@ -130,6 +130,11 @@ def binary_columns(x: torch.Tensor, max_density: float | None = None) -> BinaryC
     per entry than that (decided after the counting pass, before the listing pass)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not _eligible(x) or not binary_kernels_enabled():
         return None
+    return _listing(x, max_density)
+
+
+def _listing(x: torch.Tensor, max_density: float | None) -> BinaryColumns | None:
+    """:func:`binary_columns` of an ``x`` already found eligible (2-D, CPU float32/64, kernels on)."""
     batch, width = x.shape
     if batch >= 2**31:
         return None  # (row numbers are int32)
@@ -172,7 +177,7 @@ def _columns_for(x: torch.Tensor, columns: BinaryColumns | None, transposed: boo
     the dense op should run."""
     limit = MAX_DENSITY_TRANSPOSED if transposed else MAX_DENSITY
     if columns is None:
-        columns = binary_columns(x, limit)
+        columns = _listing(x, limit)  # (the callers checked x, the operands and the switch)
     elif tuple(columns.shape) != tuple(x.shape):
         raise ValueError(f"columns list the ones of a {columns.shape} table, x is {tuple(x.shape)}")
     return None if columns is None or columns.density > limit else columns

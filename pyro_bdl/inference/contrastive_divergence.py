@@ -18,7 +18,13 @@ from pyro.util import warn_if_nan
 
 from pyro_bdl.models.rbm import ACTIVATION_KEY, COLUMNS_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY
 from pyro_bdl.validation import check_int
-from triton_kernels.cpu_binary_rows import BinaryColumns, binary_addmm, binary_columns, binary_outer_add_
+from triton_kernels.cpu_binary_rows import (
+    MAX_DENSITY,
+    BinaryColumns,
+    binary_addmm,
+    binary_columns,
+    binary_outer_add_,
+)
 
 _Negative = tuple[torch.Tensor, torch.Tensor, torch.Tensor, BinaryColumns | None]
 
@@ -398,14 +404,15 @@ def _outer_add_(grad: torch.Tensor, rows: torch.Tensor, probs: torch.Tensor, alp
                 columns: BinaryColumns | None) -> torch.Tensor:  # fmt: skip
     """``grad += alpha * rows^T probs`` for binary ``rows`` (listed now if ``columns`` is None): the binary-row
     scatter-add where it runs, else ``addmm_``."""
-    columns = binary_columns(rows) if columns is None else columns
+    columns = binary_columns(rows, MAX_DENSITY) if columns is None else columns
     return grad.addmm_(rows.T, probs, alpha=alpha) if columns is None else binary_outer_add_(
         grad, rows, probs, alpha, columns)  # fmt: skip
 
 
 def _chain_columns(rbm, chains: torch.Tensor) -> BinaryColumns | None:
-    """The ones of binary chains (binary visible units; listed by their binary-row kernel), else None."""
-    return binary_columns(chains) if rbm.visible == "bernoulli" else None
+    """The ones of binary chains (binary visible units; listed by their binary-row kernel), else None (also when
+    they are too dense for the kernels: the listing pass is then skipped)."""
+    return binary_columns(chains, MAX_DENSITY) if rbm.visible == "bernoulli" else None
 
 
 def _not_subsample(name: str, site: dict) -> bool:

@@ -42,7 +42,13 @@ from torch import nn
 from pyro_bdl.conventions import DATA_PLATE
 from pyro_bdl.validation import check_choice, check_int, check_num_data, check_positive, check_table
 from triton_kernels.cpu_bernoulli import bernoulli_bits
-from triton_kernels.cpu_binary_rows import BinaryColumns, binary_addmm, binary_columns, binary_kernels_enabled
+from triton_kernels.cpu_binary_rows import (
+    MAX_DENSITY,
+    BinaryColumns,
+    binary_addmm,
+    binary_columns,
+    binary_kernels_enabled,
+)
 
 FACTOR_SITE = "rbm"
 """Default name of the factor site ``-F(v)``."""
@@ -59,7 +65,8 @@ computed once for ``F(v)`` and reused by the CD loss to sample ``h | v`` (no sec
 
 COLUMNS_KEY = "binary_columns"
 """Key of ``site["infer"]`` holding :func:`~triton_kernels.cpu_binary_rows.binary_columns` of the visible rows
-(the ones, column by column; None when the rows are not binary or the kernels are off), listed once for
+(the ones, column by column; None when the rows are not binary, denser than the kernels' limit
+:data:`~triton_kernels.cpu_binary_rows.MAX_DENSITY`, or the kernels are off), listed once for
 ``b + v.W`` and reused by the CD loss for ``v^T s(v)``."""
 
 PARAMS_KEY = "parameters"
@@ -230,7 +237,7 @@ class RBM(PyroModule):
         params = weight, visible_bias, hidden_bias = self.params()
         # the rows' ones listed once (None unless binary, v needing no gradient, kernels on): for b + v.W here
         # (by the kernel, differentiable in the parameters) and for v^T s(v) in the CD loss
-        columns = binary_columns(v) if self.visible == "bernoulli" and v.dim() == 2 else None
+        columns = binary_columns(v, MAX_DENSITY) if self.visible == "bernoulli" and v.dim() == 2 else None
         activation = _affine(hidden_bias, v, weight, columns is not None, columns)
         # pyro.factor's site, spelled out so that the tags ride in its infer dict (no extra handler)
         unit = dist.Unit(-self.free_energy_from(v, activation, visible_bias))
