@@ -2,8 +2,9 @@
 
 xoshiro256** (Blackman & Vigna 2021, "Scrambled linear pseudorandom number generators", ACM TOMS
 47(4)), its 256-bit state filled from one 64-bit seed by splitmix64 (Steele, Lea & Flood 2014), as
-its authors recommend. Each 64-bit output gives two 24-bit uniforms (bits 63..40 and 39..16; every
-bit of xoshiro256** passes BigCrush) for float32 probabilities, or one 53-bit uniform (bits 63..11)
+its authors recommend. Each 64-bit output gives two 24-bit uniforms (bits 63..40 and 39..16;
+every bit of xoshiro256** is of full quality, unlike xoshiro256+'s low bits) for float32
+probabilities, or one 53-bit uniform (bits 63..11)
 for float64, the resolutions of ``torch.rand`` in those dtypes. Element ``i`` (row-major) is::
 
     out[i] = 1 if u_i < p[i] else 0,      u_i = m_i * 2^-24 (float32) or m_i * 2^-53 (float64)
