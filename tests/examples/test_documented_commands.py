@@ -68,6 +68,7 @@ TINY = {
         "benchmarks/bench_control_variates.py": "--latent-dims 4 --batch-size 10 --pretrain-steps 2 --baseline-steps 2 "
         "--draws 3 --train-steps 2 --eval-every 1 --eval-images 20 --limit 200",
         "benchmarks/bench_binary_rows.py": "--calls 1 --batch 4 --visible 16 --hidden 8 --densities 0.2",
+        "benchmarks/bench_bernoulli.py": "--calls 1 --shapes 4x8",
     }.items()
 }
 NO_DATA = {
@@ -76,6 +77,7 @@ NO_DATA = {
     "examples/rbm_ising.py",
     "benchmarks/bench_bayes_binary_convnet.py",
     "benchmarks/bench_binary_rows.py",
+    "benchmarks/bench_bernoulli.py",
 }
 """Scripts without a ``--data`` flag (they read no data set)."""
 CLI_TINY = {
