@@ -16,7 +16,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
-from pyro_bdl.models.rbm import ACTIVATION_KEY, COLUMNS_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY
+from pyro_bdl.models.rbm import ACTIVATION_KEY, COLUMNS_KEY, PARAMS_KEY, RBM_KEY, VISIBLE_KEY, RBMGuide
 from pyro_bdl.validation import check_int
 from triton_kernels.cpu_binary_rows import (
     MAX_DENSITY,
@@ -119,10 +119,12 @@ class ContrastiveDivergence(ELBO):
         """One model trace replayed against one guide trace, log-probs of the model's sample sites and score
         parts of the guide's computed. With Pyro's validation on (or a ``GuideMessenger`` guide) this is Pyro's
         ``get_importance_trace`` with all its checks; with it off, the same traces without its two trace copies
-        (the plates' subsample sites stay in the traces, skipped by the loss: Pyro's ``site_is_subsample``)."""
+        (the plates' subsample sites stay in the traces, skipped by the loss: Pyro's ``site_is_subsample``), and
+        :class:`~pyro_bdl.models.RBMGuide` (which samples nothing) is not run: its trace is empty."""
         if is_validation_enabled() or isinstance(poutine.unwrap(guide), poutine.messenger.Messenger):
             return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        # RBMGuide samples and reads nothing (its forward is empty): its trace is empty
+        guide_trace = Trace() if type(guide) is RBMGuide else poutine.trace(guide).get_trace(*args, **kwargs)
         if any(site["type"] == "sample" for site in guide_trace.nodes.values()):
             model = poutine.replay(model, trace=guide_trace)  # (nothing to replay from an empty guide)
         model_trace = poutine.trace(model).get_trace(*args, **kwargs)
