@@ -23,7 +23,9 @@ the chains, the two halves of the weight gradient):
   which computes in float64 like ``fit`` on float64 rows. Needs the optional extra
   ``pip install -e .[bench]``; skipped (and said so) without it.
 
-The three run round-robin, one step each per round (``timing.time_round_robin``), so a shared
+The torch rows draw their Bernoulli samples alike, by ``pyro_bdl.models.rbm.bernoulli`` (the compiled
+xoshiro256** sampler of :mod:`triton_kernels.cpu_bernoulli`; torch's own draws with ``--dense``'s switch
+only for the Pyro row). The methods run round-robin, one step each per round (``timing.time_round_robin``), so a shared
 machine slows all alike; wall and thread-CPU seconds are both reported. Each model is then
 scored by AIS (``--ais-betas`` temperatures, ``--ais-runs`` runs, base rates of the training
 data) on the 10,000 test images binarised once (seed 1), with log Z's standard error and the
