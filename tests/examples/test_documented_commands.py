@@ -56,6 +56,7 @@ TINY = {
         "benchmarks/bench_xnor_gemm.py": "--device cpu --shapes 2x128x128 --cpu-reps 1",
         "benchmarks/bench_binarynet_mlp.py": "--hidden 64 --depth 1 --batches 1 --cpu-reps 1 --device cpu",
         "benchmarks/bench_rbm.py": "--epochs 1 --hidden 16 --limit 500 --ais-betas 100 --ais-runs 10",
+        "benchmarks/bench_rbm_early_ll.py": "--seeds 2 --epochs 1 --hidden 16 --limit 300 --ais-betas 20 --ais-runs 5",
         "examples/bayes_binary_mnist.py": "--hidden 16 --width 4 --epochs 1 --test-limit 100 --num-samples 2 "
         "--calibration 200 --no-progress",
         "benchmarks/bench_bayes_binary.py": "--hidden 32 --samples 1 2 --batches 1 --rounds 1 --warmup 0 --device cpu",
