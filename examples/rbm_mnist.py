@@ -11,7 +11,10 @@ Training: plain ``pyro.infer.SVI`` with :class:`~pyro_bdl.inference.ContrastiveD
 (CD-k, or PCD with ``--persistent`` and ``--chains`` persistent chains), the model scaled by
 1 / batch so the gradient is the batch mean; SGD with momentum ``--momentum-start`` for the
 first 5 epochs then ``--momentum``, weight decay ``--weight-decay`` and a learning rate decaying
-linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last). With
+linearly from ``--lr`` (first epoch) towards ``--lr-final`` (reached after the last); with
+``--anneal-from E`` the rate stays at ``--lr`` for epochs 1 to E and follows the same line after
+(``lr + (lr_final - lr) (epoch - 1) / epochs``), and ``--anneal-k K`` runs those last epochs with
+K Gibbs sweeps per step (the chosen recipe, docs/rbm.md round 5). With
 ``--fast-lr`` (and ``--persistent``) the chains sample with fast parameters added (FPCD, Tieleman
 & Hinton 2009). With ``--ema DECAY ...`` exponential moving averages of the parameters (Polyak
 averaging, per step) are kept beside them and scored too. Pyro's validation is off inside the
@@ -32,6 +35,8 @@ A checkpoint is written to ``<out>/checkpoint.pt`` after every epoch (exact resu
 included); results (per-epoch monitors, AIS, settings, machine) to ``<out>/results.json``,
 filters and samples to ``<out>/*.png``.
 
+    python examples/rbm_mnist.py --persistent --k 1 --epochs 340 --anneal-from 300 --anneal-k 5 --ema 0.999 \
+        --out runs/rbm_mnist
     python examples/rbm_mnist.py --persistent --k 1 --epochs 200 --out runs/rbm_mnist_pcd1
     python examples/rbm_mnist.py --k 1 --epochs 50 --out runs/rbm_mnist_cd1
     python examples/rbm_mnist.py --limit 2000 --epochs 2 --hidden 50 --ais-betas 1000   # smoke
@@ -88,6 +93,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
     parser.add_argument("--lr", type=float, default=0.01, help="initial learning rate (batch-mean gradient)")
     parser.add_argument("--lr-final", type=float, default=0.0, help="learning rate reached after the last epoch")
+    parser.add_argument("--anneal-from", type=int, default=0,
+                        help="hold the learning rate at --lr for epochs 1..ANNEAL_FROM, then decay it linearly "
+                             "(the same line as without it); 0: decay from the first epoch")  # fmt: skip
+    parser.add_argument("--anneal-k", type=int, default=None,
+                        help="Gibbs sweeps per step in the epochs after --anneal-from (all epochs when it is 0; "
+                             "default: --k)")  # fmt: skip
     parser.add_argument("--momentum-start", type=float, default=0.5, help="momentum of the first 5 epochs")
     parser.add_argument("--momentum", type=float, default=0.5, help="momentum afterwards (0.9: unstable, docs/rbm.md)")
     parser.add_argument("--weight-decay", type=float, default=2e-4, help="L2 weight decay (SGD's)")
@@ -124,6 +135,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.fast_lr and not args.persistent:
         parser.error(f"--fast-lr needs --persistent (FPCD's fast parameters move persistent chains), got {args.fast_lr}"
                      " without it")  # fmt: skip
+    if not 0 <= args.anneal_from < args.epochs:
+        parser.error(f"--anneal-from must lie in [0, --epochs), got {args.anneal_from} with --epochs {args.epochs}")
+    require_positive(parser, args, "anneal_k")
     if args.ais_betas < 10:
         parser.error(f"--ais-betas must be >= 10, got {args.ais_betas}")
     if not args.lr > 0 or not 0 <= args.lr_final <= args.lr:
@@ -176,10 +190,17 @@ def averaged_rbm(rbm: RBM, average: dict[str, torch.Tensor]) -> RBM:
 
 
 def epoch_settings(epoch: int, args: argparse.Namespace) -> dict[str, float]:
-    """SGD settings of 1-based ``epoch``: linear learning-rate decay, the momentum switch."""
-    lr = args.lr + (args.lr_final - args.lr) * (epoch - 1) / args.epochs
+    """SGD settings of 1-based ``epoch``: the learning rate held until ``--anneal-from``, then on the line from
+    ``--lr`` (epoch 1) to ``--lr-final`` (after the last epoch); the momentum switch."""
+    held = epoch <= args.anneal_from
+    lr = args.lr if held else args.lr + (args.lr_final - args.lr) * (epoch - 1) / args.epochs
     momentum = args.momentum_start if epoch <= MOMENTUM_SWITCH_EPOCH else args.momentum
     return {"lr": lr, "momentum": momentum, "weight_decay": args.weight_decay}
+
+
+def gibbs_sweeps(epoch: int, args: argparse.Namespace) -> int:
+    """CD-k's k in 1-based ``epoch``: ``--anneal-k`` (when given) after ``--anneal-from``, else ``--k``."""
+    return args.anneal_k if args.anneal_k is not None and epoch > args.anneal_from else args.k
 
 
 def optimizer(settings: dict[str, float], state: dict) -> pyro.optim.SGD:
@@ -223,6 +244,7 @@ def train(rbm: RBM, loss: ContrastiveDivergence, data: torch.Tensor, test: torch
     model = poutine.scale(rbm, scale=1.0 / args.batch_size)
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         settings = epoch_settings(epoch, args)
+        loss.k = gibbs_sweeps(epoch, args)
         optim = optimizer(settings, state["optim"])
         svi = SVI(model, RBMGuide(), optim, loss)
         start, total = time.perf_counter(), 0.0
@@ -300,6 +322,8 @@ def main(args: argparse.Namespace) -> dict:
         filter_grid(rbm, args.out / "filters.png")
         gibbs_samples_grid(rbm, args.out / "samples.png", steps_between=1000 if args.hidden >= 100 else 10)
     method = f"{'FPCD' if args.fast_lr else 'PCD' if args.persistent else 'CD'}-{args.k}"
+    if args.anneal_k is not None:
+        method += f", k = {args.anneal_k} after epoch {args.anneal_from}"
     payload = {"method": method, "epochs": state["epoch"], "train_seconds": state["seconds"],
                "heldout": heldout_name(args), "history": state["history"], "scores": scores.pop("trained"),
                "scores_averaged": scores, "headline": checked, "chosen_on_validation": validation is not None,

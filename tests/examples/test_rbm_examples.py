@@ -101,3 +101,30 @@ def test_rbm_mnist_fpcd_keeps_its_fast_parameters_in_the_checkpoint(mnist_root, 
     for flags in (["--fast-lr", "0.01"], ["--persistent", "--fast-lr", "-1"], ["--persistent", "--fast-decay", "1"]):
         with pytest.raises(SystemExit):
             example.parse_args(flags)
+
+
+def test_rbm_mnist_holds_the_rate_until_anneal_from_then_anneals_with_anneal_k(mnist_root, tmp_path):
+    """``--anneal-from 2 --anneal-k 3`` over 4 epochs: the rate stays at --lr for epochs 1-2, then
+    follows the line from --lr to --lr-final (the line a run without it follows), and PCD-3 replaces
+    PCD-1 for epochs 3-4."""
+    example = load_example("rbm_mnist")
+    args = example.parse_args(["--epochs", "4", "--lr", "0.01", "--lr-final", "0", "--anneal-from", "2",
+                               "--anneal-k", "3", "--k", "1"])  # fmt: skip
+    rates = [example.epoch_settings(epoch, args)["lr"] for epoch in range(1, 5)]
+    assert rates == pytest.approx([0.01, 0.01, 0.01 * (1 - 2 / 4), 0.01 * (1 - 3 / 4)])
+    assert [example.gibbs_sweeps(epoch, args) for epoch in range(1, 5)] == [1, 1, 3, 3]
+    results = run(mnist_root, tmp_path, "--epochs", "3", "--persistent", "--anneal-from", "2", "--anneal-k", "2",
+                  "--no-figures", "--no-ais-check")  # fmt: skip
+    assert results["method"] == "PCD-1, k = 2 after epoch 2"
+    assert [row["lr"] for row in results["history"]] == pytest.approx([0.01, 0.01, 0.01 * (1 - 2 / 3)])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "3", "--anneal-from", "3"], "--anneal-from must lie in"),
+    (["--anneal-k", "0", "--anneal-from", "1"], "--anneal-k must be positive"),
+])  # fmt: skip
+def test_rbm_mnist_refuses_a_bad_anneal(flags, message, capsys):
+    example = load_example("rbm_mnist")
+    with pytest.raises(SystemExit):
+        example.parse_args(flags)
+    assert message in capsys.readouterr().err
