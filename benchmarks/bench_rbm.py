@@ -78,9 +78,8 @@ CLOCKS = (("wall", "seconds_per_epoch"), ("cpu", "cpu_seconds_per_epoch"))
 SKLEARN32 = "scikit-learn BernoulliRBM.fit, float32 rows (timed alone, 1 epoch)"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = make_parser(__doc__)
-    add_common_arguments(parser, seed=0)
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The RBM, its training (both torch methods and scikit-learn) and its AIS scoring, as flags."""
     parser.add_argument("--hidden", type=int, default=500, help="hidden units")
     parser.add_argument("--epochs", type=int, default=5, help="epochs each method trains")
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
@@ -92,6 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
     parser.add_argument("--ais-betas", type=int, default=14500, help="AIS inverse temperatures")
     parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    add_common_arguments(parser, seed=0)
+    add_training_arguments(parser)
     parser.add_argument("--no-sklearn", dest="sklearn", action="store_false", help="skip scikit-learn")
     parser.add_argument("--dense", action="store_true", help="the Pyro row without the binary-row kernels")
     add_output_arguments(parser)
@@ -118,13 +123,19 @@ def pyro_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], fl
     return step
 
 
+def plain_state(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> tuple[torch.optim.SGD, torch.Tensor]:
+    """The plain loops' SGD on ``rbm``'s tensors and their ``--chains`` persistent chains, started at the rows
+    of ``first`` (repeated as needed)."""
+    optimizer = torch.optim.SGD([rbm.weight, rbm.visible_bias, rbm.hidden_bias], lr=args.lr, momentum=args.momentum)
+    return optimizer, first[torch.arange(args.chains) % first.shape[0]].clone()
+
+
 def plain_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> Callable[[torch.Tensor], float]:
     """PCD-1 by hand on the tensors of ``rbm`` (outside Pyro), the same update as the Pyro loss: the gradient
     of mean F(v) - mean F(chains), then one Gibbs sweep of the chains reusing their pre-activations
     (3 forward matmuls, 2 for the weight gradient)."""
     weight, visible_bias, hidden_bias = rbm.weight, rbm.visible_bias, rbm.hidden_bias
-    optimizer = torch.optim.SGD([weight, visible_bias, hidden_bias], lr=args.lr, momentum=args.momentum)
-    chains = first[torch.arange(args.chains) % first.shape[0]].clone()
+    optimizer, chains = plain_state(rbm, args, first)
 
     @torch.no_grad()
     def step(v: torch.Tensor) -> float:
@@ -146,8 +157,7 @@ def plain_kernel_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -
     weight rows, the two gradient halves as scatter-adds of probability rows (the ones of ``v`` and of the chains
     listed once each), the sweep's ``a + h.W^T`` likewise on a transposed copy when ``h`` is sparse enough."""
     weight, visible_bias, hidden_bias = rbm.weight, rbm.visible_bias, rbm.hidden_bias
-    optimizer = torch.optim.SGD([weight, visible_bias, hidden_bias], lr=args.lr, momentum=args.momentum)
-    chains = first[torch.arange(args.chains) % first.shape[0]].clone()
+    optimizer, chains = plain_state(rbm, args, first)
 
     @torch.no_grad()
     def step(v: torch.Tensor) -> float:

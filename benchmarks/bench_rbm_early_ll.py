@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 
 import pyro
 import torch
-from bench_rbm import as_rbm, initial_rbm, plain_step, sklearn_step, test_log_likelihood
+from bench_rbm import add_training_arguments, as_rbm, initial_rbm, plain_step, sklearn_step, test_log_likelihood
 from pyro import poutine
 from pyro.infer import SVI
 from timing import add_output_arguments, write_rows
@@ -50,16 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_common_arguments(parser, seed=0)
     parser.add_argument("--seeds", type=int, default=5, help="training seeds per variant (0 .. SEEDS - 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="what to train")
-    parser.add_argument("--hidden", type=int, default=500, help="hidden units")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs each run trains")
-    parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
-    parser.add_argument("--chains", type=int, default=100, help="persistent chains of the torch methods")
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of 'pyro' and 'plain'")
-    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum of 'pyro' and 'plain'")
-    parser.add_argument("--sklearn-lr", type=float, default=0.02, help="scikit-learn's step (no momentum)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
-    parser.add_argument("--ais-betas", type=int, default=14500, help="AIS inverse temperatures")
-    parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs")
+    add_training_arguments(parser)
     add_output_arguments(parser)
     return parser.parse_args(argv)
 

@@ -42,3 +42,25 @@ def record_launches(monkeypatch) -> list:
 
     monkeypatch.setattr(_autotune, "launch_with_config", spy)
     return launched
+
+
+def count_binary_row_calls(monkeypatch) -> dict[str, int]:
+    """Replace the binary-row kernels' compiled loops by counting wrappers; returns the live counts of
+    ``rows_sum`` and ``outer_add`` calls."""
+    from types import SimpleNamespace
+
+    from triton_kernels import cpu_binary_rows
+
+    jit, counts = cpu_binary_rows._jit(), {"rows_sum": 0, "outer_add": 0}
+
+    def counted(name):
+        def call(*args):
+            counts[name] += 1
+            return getattr(jit, name)(*args)
+
+        return call
+
+    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns,
+                          rows_sum=counted("rows_sum"), outer_add=counted("outer_add"))  # fmt: skip
+    monkeypatch.setattr(cpu_binary_rows, "_jit", lambda: spy)
+    return counts

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.triton_kernels.helpers import generator
+from tests.triton_kernels.helpers import count_binary_row_calls, generator
 from triton_kernels import cpu_binary_rows as rows_module
 from triton_kernels.cpu_binary_rows import (
     binary_addmm,
@@ -29,18 +29,7 @@ pytestmark = pytest.mark.skipif(rows_module._jit() is None, reason="numba does n
 @pytest.fixture
 def calls(monkeypatch):
     """Counts of the compiled loops' calls (kernels forced on at any density)."""
-    jit, counts = rows_module._jit(), {"rows_sum": 0, "outer_add": 0}
-
-    def counted(name):
-        def call(*args):
-            counts[name] += 1
-            return getattr(jit, name)(*args)
-
-        return call
-
-    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns,
-                          rows_sum=counted("rows_sum"), outer_add=counted("outer_add"))  # fmt: skip
-    monkeypatch.setattr(rows_module, "_jit", lambda: spy)
+    counts = count_binary_row_calls(monkeypatch)
     monkeypatch.setattr(rows_module, "MAX_DENSITY", 1.0)
     monkeypatch.setattr(rows_module, "MAX_DENSITY_TRANSPOSED", 1.0)
     monkeypatch.setattr(rows_module, "MIN_ADDS_PER_THREAD", 1 << 62)  # one call per product

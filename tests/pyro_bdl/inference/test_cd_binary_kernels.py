@@ -7,8 +7,6 @@ enough for the kernels; non-binary rows (validation off) fall back to the dense 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pyro
 import pytest
 import torch
@@ -17,6 +15,8 @@ from pyro.infer import SVI
 
 from pyro_bdl.inference import ContrastiveDivergence, ais_log_partition
 from pyro_bdl.models import RBM, RBMGuide
+from tests.triton_kernels.helpers import count_binary_row_calls
+from triton_kernels import cpu_bernoulli
 from triton_kernels import cpu_binary_rows as rows_module
 from triton_kernels.cpu_binary_rows import binary_columns, binary_kernels
 
@@ -30,20 +30,13 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts of the compiled loops' calls."""
-    jit, counts = rows_module._jit(), {"rows_sum": 0, "outer_add": 0}
-
-    def counted(name):
-        def call(*args):
-            counts[name] += 1
-            return getattr(jit, name)(*args)
-
-        return call
-
-    spy = SimpleNamespace(count_columns=jit.count_columns, list_columns=jit.list_columns,
-                          rows_sum=counted("rows_sum"), outer_add=counted("outer_add"))  # fmt: skip
-    monkeypatch.setattr(rows_module, "_jit", lambda: spy)
+    """Counts of the compiled loops' calls. The Bernoulli draws stay on the compiled sampler whether the
+    products' kernels are on or off (it follows the same switch), so both runs draw the same bits and only
+    the products differ."""
+    counts = count_binary_row_calls(monkeypatch)
     monkeypatch.setattr(rows_module, "MIN_MULTIPLY_ADDS", 0)  # these RBMs are small
+    if cpu_bernoulli._jit() is not None:
+        monkeypatch.setattr(cpu_bernoulli, "binary_kernels_enabled", lambda: True)
     return counts
 
 
