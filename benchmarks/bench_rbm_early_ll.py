@@ -26,6 +26,7 @@ Writes JSON to ``runs/bench/`` unless ``--record`` (``benchmarks/results/``) or 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -88,6 +89,9 @@ def main(args: argparse.Namespace) -> dict:
                             torch.Generator().manual_seed(0))  # fmt: skip
     test = binarize_dynamic(to_float(load_mnist(root, "test").images, flatten=True), torch.Generator().manual_seed(1))
     base = base_rate_bias(data)
+    if "sklearn" in args.variants and importlib.util.find_spec("sklearn") is None:
+        print("scikit-learn is not installed (pip install -e .[bench]): its runs are skipped")
+        args.variants = [variant for variant in args.variants if variant != "sklearn"]
     rows = []
     for seed, variant in tqdm([(s, v) for s in range(args.seeds) for v in args.variants], desc="runs"):
         args.seed = seed
