@@ -35,8 +35,7 @@ A checkpoint is written to ``<out>/checkpoint.pt`` after every epoch (exact resu
 included); results (per-epoch monitors, AIS, settings, machine) to ``<out>/results.json``,
 filters and samples to ``<out>/*.png``.
 
-    python examples/rbm_mnist.py --persistent --k 1 --epochs 340 --anneal-from 300 --anneal-k 5 --ema 0.999 \
-        --out runs/rbm_mnist
+    python examples/rbm_mnist.py --persistent --epochs 640 --anneal-from 600 --anneal-k 5 --ema 0.999 --out runs/rbm
     python examples/rbm_mnist.py --persistent --k 1 --epochs 200 --out runs/rbm_mnist_pcd1
     python examples/rbm_mnist.py --k 1 --epochs 50 --out runs/rbm_mnist_cd1
     python examples/rbm_mnist.py --limit 2000 --epochs 2 --hidden 50 --ais-betas 1000   # smoke

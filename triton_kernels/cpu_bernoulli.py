@@ -52,7 +52,9 @@ def bernoulli_bits(probs: torch.Tensor, generator: torch.Generator | None = None
     if not compiled_bernoulli_enabled(probs):
         if generator is None:
             return (torch.rand_like(probs) < probs).to(probs.dtype)
-        return (torch.rand(probs.shape, dtype=probs.dtype, generator=generator) < probs).to(probs.dtype)
+        return (torch.rand(probs.shape, dtype=probs.dtype, device=probs.device, generator=generator) < probs).to(
+            probs.dtype
+        )
     seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
     out = torch.empty(probs.shape, dtype=probs.dtype)
     if out.numel():
