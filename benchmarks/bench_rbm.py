@@ -7,19 +7,22 @@ the chains, the two halves of the weight gradient):
 
 * ``pyro SVI + ContrastiveDivergence``: ``pyro.infer.SVI`` on :class:`pyro_bdl.models.RBM`
   (scaled by 1 / batch) with ``ContrastiveDivergence(1, persistent=True)`` (``--chains``
-  chains) and Pyro's ``SGD``; Pyro's validation off (the rows are binary by construction).
+  chains, kept as their hidden states) and Pyro's ``SGD`` at ``--lr`` (default 0.02, scikit-learn's
+  step) with ``--momentum`` (default 0); Pyro's validation off (the rows are binary by construction).
+  With ``--fast-lr`` this row is FPCD-1 instead (Tieleman & Hinton 2009; the plain loops stay PCD-1).
 * ``plain PyTorch``: the same update written by hand on the same initial weights (N(0, 0.01^2),
-  visible biases at the base rates): the gradient of mean F(v) - mean F(chains) set on the
-  tensors, ``torch.optim.SGD``, then the chains' sweep from their pre-activations; dense
-  ``addmm`` matmuls.
+  visible biases at the base rates, chains drawn from ``p(v | h = 0)``): the chains' visible
+  states drawn from their hidden states, the gradient of mean F(v) - mean F(chains) set on the
+  tensors, the next hidden states drawn from the same pre-activations, ``torch.optim.SGD``;
+  dense ``addmm`` matmuls.
 * ``plain PyTorch, binary-row kernels``: the same loop with the five products by the kernels
   the Pyro loss uses (:mod:`triton_kernels.cpu_binary_rows`: sums of weight rows at the ones of
   the binary rows, the ones of the data and the chains listed once per step), so the table shows
   both what Pyro's machinery costs over a plain loop of the same kernels and the kernels' gain.
   The Pyro row runs with the kernels on (the default; ``--dense`` switches them off for it).
 * ``scikit-learn BernoulliRBM``: its own PCD-1 (its chains are hidden states, one per batch
-  row; its own initialisation; no momentum, learning rate ``--sklearn-lr``, by default the
-  torch methods' effective step ``lr / (1 - momentum)``), one ``partial_fit`` per batch,
+  row, in the same order of draws; its own initialisation: visible biases at 0; no momentum,
+  learning rate ``--sklearn-lr``, by default the torch methods' step), one ``partial_fit`` per batch,
   which computes in float64 like ``fit`` on float64 rows. Needs the optional extra
   ``pip install -e .[bench]``; skipped (and said so) without it.
 
@@ -84,10 +87,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs each method trains")
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
     parser.add_argument("--chains", type=int, default=100, help="persistent chains of the torch methods")
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the torch methods (batch mean)")
-    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum of the torch methods")
-    parser.add_argument("--sklearn-lr", type=float, default=0.02,
-                        help="scikit-learn's learning rate (no momentum; default: lr / (1 - momentum))")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=0.02,
+                        help="the torch methods' SGD learning rate (batch mean; default: scikit-learn's)")  # fmt: skip
+    parser.add_argument("--momentum", type=float, default=0.0, help="SGD momentum of the torch methods")
+    parser.add_argument("--sklearn-lr", type=float, default=0.02, help="scikit-learn's learning rate (no momentum)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
     parser.add_argument("--ais-betas", type=int, default=14500, help="AIS inverse temperatures")
     parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs")
@@ -99,6 +102,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_training_arguments(parser)
     parser.add_argument("--no-sklearn", dest="sklearn", action="store_false", help="skip scikit-learn")
     parser.add_argument("--dense", action="store_true", help="the Pyro row without the binary-row kernels")
+    parser.add_argument("--fast-lr", type=float, default=0.0,
+                        help="the Pyro row by FPCD-1 with this fast learning rate (decay 0.95; 0: PCD-1)")  # fmt: skip
     add_output_arguments(parser)
     return parser.parse_args(argv)
 
@@ -112,7 +117,7 @@ def initial_rbm(args: argparse.Namespace, data: torch.Tensor) -> RBM:
 
 
 def pyro_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], float]:
-    loss = ContrastiveDivergence(1, persistent=True, num_chains=args.chains)
+    loss = ContrastiveDivergence(1, persistent=True, num_chains=args.chains, fast_lr=args.fast_lr)
     model = poutine.scale(rbm, scale=1.0 / args.batch_size)
     svi = SVI(model, RBMGuide(), pyro.optim.SGD({"lr": args.lr, "momentum": args.momentum}), loss)
 
@@ -123,54 +128,61 @@ def pyro_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], fl
     return step
 
 
-def plain_state(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> tuple[torch.optim.SGD, torch.Tensor]:
-    """The plain loops' SGD on ``rbm``'s tensors and their ``--chains`` persistent chains, started at the rows
-    of ``first`` (repeated as needed)."""
+def plain_state(rbm: RBM, args: argparse.Namespace) -> tuple[torch.optim.SGD, torch.Tensor]:
+    """The plain loops' SGD on ``rbm``'s tensors and their ``--chains`` persistent chains' first visible states,
+    drawn from ``p(v | h = 0)`` as the Pyro loss's default ``init_chains="model"`` does."""
     optimizer = torch.optim.SGD([rbm.weight, rbm.visible_bias, rbm.hidden_bias], lr=args.lr, momentum=args.momentum)
-    return optimizer, first[torch.arange(args.chains) % first.shape[0]].clone()
+    with torch.no_grad():
+        return optimizer, bernoulli(torch.sigmoid(rbm.visible_bias.expand(args.chains, -1)))
 
 
-def plain_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> Callable[[torch.Tensor], float]:
-    """PCD-1 by hand on the tensors of ``rbm`` (outside Pyro), the same update as the Pyro loss: the gradient
-    of mean F(v) - mean F(chains), then one Gibbs sweep of the chains reusing their pre-activations
-    (3 forward matmuls, 2 for the weight gradient)."""
+def plain_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], float]:
+    """PCD-1 by hand on the tensors of ``rbm`` (outside Pyro), the same update as the Pyro loss: the chains keep
+    their hidden states; a step draws their visible states under the current parameters, sets the gradient of
+    mean F(v) - mean F(chains) on the tensors, keeps the next hidden states and takes the SGD step (3 forward
+    matmuls, 2 for the weight gradient)."""
     weight, visible_bias, hidden_bias = rbm.weight, rbm.visible_bias, rbm.hidden_bias
-    optimizer, chains = plain_state(rbm, args, first)
+    optimizer, chains = plain_state(rbm, args)
+    hidden = None
 
     @torch.no_grad()
     def step(v: torch.Tensor) -> float:
-        nonlocal chains
+        nonlocal hidden
+        negative_v = chains if hidden is None else bernoulli(torch.sigmoid(torch.addmm(visible_bias, hidden, weight.T)))
         positive = torch.sigmoid(torch.addmm(hidden_bias, v, weight))
-        negative = torch.sigmoid(torch.addmm(hidden_bias, chains, weight))
-        weight.grad = torch.addmm(chains.T @ negative, v.T, positive, beta=1 / chains.shape[0], alpha=-1 / v.shape[0])
-        visible_bias.grad = chains.mean(0) - v.mean(0)
+        negative = torch.sigmoid(torch.addmm(hidden_bias, negative_v, weight))
+        weight.grad = torch.addmm(negative_v.T @ negative, v.T, positive, beta=1 / args.chains, alpha=-1 / v.shape[0])
+        visible_bias.grad = negative_v.mean(0) - v.mean(0)
         hidden_bias.grad = negative.mean(0) - positive.mean(0)
-        chains = bernoulli(torch.sigmoid(torch.addmm(visible_bias, bernoulli(negative), weight.T)))
+        hidden = bernoulli(negative)
         optimizer.step()
         return 0.0
 
     return step
 
 
-def plain_kernel_step(rbm: RBM, args: argparse.Namespace, first: torch.Tensor) -> Callable[[torch.Tensor], float]:
+def plain_kernel_step(rbm: RBM, args: argparse.Namespace) -> Callable[[torch.Tensor], float]:
     """:func:`plain_step` with its products by the binary-row kernels: ``b + v.W`` and ``b + chains.W`` as sums of
     weight rows, the two gradient halves as scatter-adds of probability rows (the ones of ``v`` and of the chains
-    listed once each), the sweep's ``a + h.W^T`` likewise on a transposed copy when ``h`` is sparse enough."""
+    listed once each), the chains' ``a + h.W^T`` likewise on a transposed copy when ``h`` is sparse enough."""
     weight, visible_bias, hidden_bias = rbm.weight, rbm.visible_bias, rbm.hidden_bias
-    optimizer, chains = plain_state(rbm, args, first)
+    optimizer, chains = plain_state(rbm, args)
+    hidden = None
 
     @torch.no_grad()
     def step(v: torch.Tensor) -> float:
-        nonlocal chains
+        nonlocal hidden
         with binary_kernels(True):
-            rows, ones = binary_columns(v), binary_columns(chains)
+            negative_v = chains if hidden is None else bernoulli(torch.sigmoid(
+                binary_addmm(visible_bias, hidden, weight.T)))  # fmt: skip
+            rows, ones = binary_columns(v), binary_columns(negative_v)
             positive = torch.sigmoid(binary_addmm(hidden_bias, v, weight, rows))
-            negative = torch.sigmoid(binary_addmm(hidden_bias, chains, weight, ones))
-            grad = binary_outer_add_(torch.zeros_like(weight), chains, negative, 1 / chains.shape[0], ones)
+            negative = torch.sigmoid(binary_addmm(hidden_bias, negative_v, weight, ones))
+            grad = binary_outer_add_(torch.zeros_like(weight), negative_v, negative, 1 / args.chains, ones)
             weight.grad = binary_outer_add_(grad, v, positive, -1 / v.shape[0], rows)
-            visible_bias.grad = chains.mean(0) - v.mean(0)
+            visible_bias.grad = negative_v.mean(0) - v.mean(0)
             hidden_bias.grad = negative.mean(0) - positive.mean(0)
-            chains = bernoulli(torch.sigmoid(binary_addmm(visible_bias, bernoulli(negative), weight.T)))
+            hidden = bernoulli(negative)
         optimizer.step()
         return 0.0
 
@@ -233,9 +245,8 @@ def main(args: argparse.Namespace) -> dict:
     data = binarize_dynamic(images, torch.Generator().manual_seed(0))
     test = binarize_dynamic(to_float(load_mnist(root, "test").images, flatten=True), torch.Generator().manual_seed(1))
     rbms = {name: initial_rbm(args, data) for name in (PYRO, PLAIN, PLAIN_KERNELS)}
-    first = data[: args.batch_size]
-    steps = {PYRO: pyro_step(rbms[PYRO], args), PLAIN: plain_step(rbms[PLAIN], args, first),
-             PLAIN_KERNELS: plain_kernel_step(rbms[PLAIN_KERNELS], args, first)}  # fmt: skip
+    steps = {PYRO: pyro_step(rbms[PYRO], args), PLAIN: plain_step(rbms[PLAIN], args),
+             PLAIN_KERNELS: plain_kernel_step(rbms[PLAIN_KERNELS], args)}  # fmt: skip
     sklearn = sklearn_step(args) if args.sklearn else None
     if sklearn is not None:
         steps[SKLEARN] = sklearn[1]
@@ -271,8 +282,9 @@ def main(args: argparse.Namespace) -> dict:
         met.update({f"2.5x_faster_than_sklearn_{kind}": ratios[f"sklearn_over_pyro_{kind}"] >= TARGET_VS_SKLEARN
                     for kind, _ in CLOCKS})  # fmt: skip
         met["better_ll_than_sklearn"] = pyro_row["test_ll"] > rows[SKLEARN]["test_ll"]
+    method = "PCD-1 (Pyro row: FPCD-1)" if args.fast_lr else "PCD-1"
     report = {
-        "benchmark": f"RBM 784-{args.hidden} PCD-1 training on MNIST, batch {args.batch_size}, {args.epochs} epochs",
+        "benchmark": f"RBM 784-{args.hidden} {method} training on MNIST, batch {args.batch_size}, {args.epochs} epochs",
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": environment(),
         "threads": torch.get_num_threads(), "pyro_kernels": not args.dense, "results": rows, "ratios": ratios,
         "targets_met": met,

@@ -7,10 +7,12 @@ weights, the batch order, the chains' draws, scikit-learn's ``random_state`` and
 and reports mean and standard deviation of the AIS test log-likelihood:
 
 * ``pyro``: Pyro's ``SVI`` with ``ContrastiveDivergence(1, persistent=True)`` (PCD-1), SGD at
-  ``--lr`` with ``--momentum`` (the training benchmark's settings);
-* ``pyro-sklearn-step``: the same at scikit-learn's step (learning rate ``--sklearn-lr``, no momentum);
-* ``pyro-fpcd``: as ``pyro-sklearn-step`` with fast weights (FPCD-1, fast learning rate
-  ``--sklearn-lr``, decay 0.95; Tieleman & Hinton 2009);
+  ``--lr`` with ``--momentum`` (the training benchmark's settings: by default scikit-learn's step,
+  0.02 without momentum);
+* ``pyro-data-chains``: as ``pyro`` with the persistent chains started at copies of the first
+  batch (``init_chains="data"``) instead of draws from the initial model (the default);
+* ``pyro-fpcd``: as ``pyro`` with fast weights (FPCD-1, fast learning rate ``--sklearn-lr``,
+  decay 0.95; Tieleman & Hinton 2009);
 * ``plain``: the training benchmark's hand-written PyTorch PCD-1 loop at ``--lr``, ``--momentum``;
 * ``sklearn``: scikit-learn's ``BernoulliRBM`` (PCD-1 in float64, learning rate ``--sklearn-lr``).
 
@@ -43,7 +45,7 @@ from pyro_bdl.experiment import UsageError, add_common_arguments, data_root, env
 from pyro_bdl.inference import ContrastiveDivergence, base_rate_bias
 from pyro_bdl.models import RBM, RBMGuide
 
-VARIANTS = ("pyro", "pyro-sklearn-step", "pyro-fpcd", "plain", "sklearn")
+VARIANTS = ("pyro", "pyro-data-chains", "pyro-fpcd", "plain", "sklearn")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,14 +64,15 @@ def train(variant: str, args: argparse.Namespace, data: torch.Tensor) -> RBM:
     rbm = initial_rbm(args, data)
     model: object = None
     if variant.startswith("pyro"):
-        lr, momentum = (args.lr, args.momentum) if variant == "pyro" else (args.sklearn_lr, 0.0)
+        lr, momentum = args.lr, args.momentum
         loss = ContrastiveDivergence(1, persistent=True, num_chains=args.chains,
-                                     fast_lr=args.sklearn_lr if variant == "pyro-fpcd" else 0.0)  # fmt: skip
+                                     fast_lr=args.sklearn_lr if variant == "pyro-fpcd" else 0.0,
+                                     init_chains="data" if variant == "pyro-data-chains" else "model")  # fmt: skip
         svi = SVI(poutine.scale(rbm, scale=1.0 / args.batch_size), RBMGuide(),
                   pyro.optim.SGD({"lr": lr, "momentum": momentum}), loss)  # fmt: skip
         step: Callable = svi.step
     elif variant == "plain":
-        step = plain_step(rbm, args, data[: args.batch_size])
+        step = plain_step(rbm, args)
     else:
         model, step = sklearn_step(args)
     shuffle = torch.Generator().manual_seed(args.seed)

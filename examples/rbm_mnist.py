@@ -68,6 +68,7 @@ from pyro_bdl.experiment import (
 )
 from pyro_bdl.figures.rbm import filter_grid, gibbs_samples_grid
 from pyro_bdl.inference import ContrastiveDivergence, ais_log_partition, base_rate_bias
+from pyro_bdl.inference.contrastive_divergence import INIT_CHAINS
 from pyro_bdl.models import RBM, RBMGuide
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -84,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=1, help="Gibbs sweeps per step (CD-k / PCD-k)")
     parser.add_argument("--persistent", action="store_true", help="persistent chains (PCD)")
     parser.add_argument("--chains", type=int, default=100, help="persistent chains (with --persistent)")
+    parser.add_argument("--init-chains", choices=INIT_CHAINS, default="model",
+                        help="where persistent chains start: draws of p(v | h = 0), or the first batch")  # fmt: skip
     parser.add_argument("--fast-lr", type=float, default=0.0,
                         help="FPCD (with --persistent): learning rate of the fast parameters the chains sample "
                              "with (Tieleman & Hinton 2009); 0: plain PCD")  # fmt: skip
@@ -304,7 +307,7 @@ def main(args: argparse.Namespace) -> dict:
         rbm.visible_bias.copy_(base_rate_bias(train_data).float())
     loss = ContrastiveDivergence(args.k, persistent=args.persistent,
                                  num_chains=args.chains if args.persistent else None, fast_lr=args.fast_lr,
-                                 fast_decay=args.fast_decay)  # fmt: skip
+                                 fast_decay=args.fast_decay, init_chains=args.init_chains)  # fmt: skip
     state = train(rbm, loss, train_data, test_data, args)
     models = {"trained": rbm, **{name: averaged_rbm(rbm, average) for name, average in state["averages"].items()}}
     scores = {name: score(model, train_data, test_data, args, False, name, validation)

@@ -171,10 +171,11 @@ class RBM(PyroModule):
         activation = _affine(visible_bias, h, weight.T, True)
         return activation if self.visible == "gaussian" else torch.sigmoid(activation)
 
-    def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
-        """``v ~ p(v | h)`` (..., D) of hidden rows (..., H)."""
-        mean = self.visible_mean(h)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(mean)
+    @torch.no_grad()
+    def sample_visible(self, h: torch.Tensor, params: tuple | None = None) -> torch.Tensor:
+        """``v ~ p(v | h)`` (..., D) of hidden rows (..., H), with ``params`` as in :meth:`gibbs`; no gradient."""
+        weight, visible_bias, _ = (p.detach() for p in (self.params() if params is None else params))
+        return self._visible_draw(_affine(visible_bias, h, weight.T, True))
 
     @torch.no_grad()
     def gibbs(self, v: torch.Tensor, steps: int = 1, params: tuple | None = None) -> torch.Tensor:
@@ -211,9 +212,14 @@ class RBM(PyroModule):
                           visible_bias: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """``v ~ p(v | h)`` with ``h ~ Bernoulli(probs)``; ``weight_t`` (H, D) is the weight transposed (binary
         ``h``: the kernel reads it by rows, copying a transposed view first if ``h`` is sparse enough)."""
-        h = bernoulli(probs)
-        mean = _affine(visible_bias, h, weight_t, True)
-        return mean + torch.randn_like(mean) if self.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
+        return self._visible_draw(_affine(visible_bias, bernoulli(probs), weight_t, True))
+
+    def _visible_draw(self, activation: torch.Tensor) -> torch.Tensor:
+        """``v ~ p(v | h)`` from the visible pre-activations ``a + h.W^T`` (..., D): ``Bernoulli(sigmoid(.))``, or
+        ``N(., 1)`` for Gaussian units."""
+        if self.visible == "gaussian":
+            return activation + torch.randn_like(activation)
+        return bernoulli(torch.sigmoid(activation))
 
     @torch.no_grad()
     def sample(self, num_chains: int, steps: int = 1000, *, init: torch.Tensor | None = None) -> torch.Tensor:

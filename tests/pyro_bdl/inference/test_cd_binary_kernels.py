@@ -89,7 +89,7 @@ def test_cd_steps_with_the_kernels_equal_the_dense_steps(calls, k, persistent, m
 
 def test_non_binary_rows_take_the_dense_ops(calls):
     """A Bernoulli RBM fed probabilities with validation off: the rows' products run dense (the same
-    numbers), only the chains' once they are binary samples."""
+    numbers), only the chains' (binary draws) by the kernels."""
     pyro.enable_validation(False)
     torch.manual_seed(3)
     data = torch.rand(16, 40) * 0.3
@@ -98,7 +98,7 @@ def test_non_binary_rows_take_the_dense_ops(calls):
     expected, _ = train(False, data, ContrastiveDivergence(1, persistent=True), "svi")
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, **TOLERANCE)
-    assert calls["outer_add"] == 0  # one step: chains start at the (non-binary) rows, both halves dense
+    assert calls["outer_add"] == 1  # one step: the chains' half of the weight gradient; the rows' dense
 
 
 def test_ais_with_the_kernels_equals_the_dense_ais(calls):

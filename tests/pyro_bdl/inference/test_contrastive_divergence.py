@@ -10,7 +10,7 @@ from pyro.infer import SVI
 
 from pyro_bdl.inference import ContrastiveDivergence, fit
 from pyro_bdl.models import RBM, RBMGuide
-from pyro_bdl.models.rbm import ACTIVATION_KEY, FACTOR_SITE, all_states
+from pyro_bdl.models.rbm import ACTIVATION_KEY, FACTOR_SITE, all_states, bernoulli
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -101,7 +101,7 @@ def test_persistent_chains_carry_over_and_round_trip_through_state_dict():
     loss = ContrastiveDivergence(1, persistent=True, num_chains=9)
     loss.loss(rbm, RBMGuide(), data)
     first = loss.state_dict()["chains"][FACTOR_SITE]
-    assert first.shape == (9, 10)
+    assert first.shape == (9, 6)  # the chains' hidden states
     loss.loss(rbm, RBMGuide(), data)
     restored = ContrastiveDivergence(1, persistent=True, num_chains=9)
     restored.load_state_dict(loss.state_dict())
@@ -139,6 +139,7 @@ def test_an_rbm_factor_inside_a_larger_model_gets_its_cd_term():
         ({"num_chains": 10}, "num_chains needs persistent=True"),
         ({"persistent": True, "num_chains": 0}, "num_chains must be an int >= 1 or None, got 0"),
         ({"persistent": "yes"}, "persistent must be a bool"),
+        ({"persistent": True, "init_chains": "noise"}, "init_chains must be one of .'model', 'data'., got 'noise'"),
     ],
 )
 def test_bad_arguments_give_a_one_line_error(kwargs, message):
@@ -146,21 +147,63 @@ def test_bad_arguments_give_a_one_line_error(kwargs, message):
         ContrastiveDivergence(**kwargs)
 
 
-def test_persistent_step_takes_statistics_at_the_chains_then_advances_them_one_sweep():
-    """PCD-1: the negative phase is F at the stored chains; the stored chains then move by one Gibbs sweep
-    drawn from the same pre-activations (the same draws as ``gibbs``)."""
+def pcd_sweep(rbm: RBM, hidden: torch.Tensor, params: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PCD-1 step's chains by hand: ``v ~ p(v | h)`` under ``params``, then the next ``h ~ p(h | v)``."""
+    weight, _, hidden_bias = (p.detach() for p in (rbm.params() if params is None else params))
+    visible = rbm.sample_visible(hidden, params)
+    return visible, bernoulli(torch.sigmoid(hidden_bias + visible @ weight))
+
+
+def test_persistent_step_draws_the_visible_half_under_the_current_parameters():
+    """PCD-1 keeps the chains' hidden states: a step draws v ~ p(v | h) with the parameters of that step, takes
+    the negative phase at v and keeps h ~ p(h | v) from the same pre-activations (Tieleman 2008's order)."""
     rbm = small_rbm()
     data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
     loss = ContrastiveDivergence(1, persistent=True, num_chains=4)
     loss.loss(rbm, RBMGuide(), data)
-    chains = loss.state_dict()["chains"][FACTOR_SITE]
+    hidden = loss.state_dict()["chains"][FACTOR_SITE]
+    with torch.no_grad():
+        rbm.visible_bias.add_(3.0)  # an update between the steps: the next visible draw must see it
     torch.manual_seed(7)
     value = loss.loss(rbm, RBMGuide(), data)
     torch.manual_seed(7)
-    advanced = rbm.gibbs(chains, 1)
+    visible, advanced = pcd_sweep(rbm, hidden)
     torch.testing.assert_close(loss.state_dict()["chains"][FACTOR_SITE], advanced)
-    expected = rbm.free_energy(data).sum() - 6 / 4 * rbm.free_energy(chains).sum()
+    expected = rbm.free_energy(data).sum() - 6 / 4 * rbm.free_energy(visible).sum()
     assert value == pytest.approx(float(expected.detach()))
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_first_chains_come_from_the_model_or_the_data(visible):
+    """init_chains="model" (the default) starts the chains at draws of p(v | h = 0), "data" at copies of the rows."""
+    rbm = RBM(10, 6, visible=visible).double()
+    with torch.no_grad():
+        rbm.visible_bias.copy_(torch.linspace(-4, 4, 10))
+    data = torch.bernoulli(torch.full((3, 10), 0.5, dtype=torch.float64))
+    first = ContrastiveDivergence(1, persistent=True, num_chains=5)._first_chains
+    from_data = ContrastiveDivergence(1, persistent=True, num_chains=5, init_chains="data")._first_chains
+    torch.testing.assert_close(from_data(rbm, data, rbm.visible_bias), data[[0, 1, 2, 0, 1]])
+    torch.manual_seed(0)
+    draws = torch.cat([first(rbm, data, rbm.visible_bias.detach()) for _ in range(400)])
+    assert draws.shape == (2000, 10)
+    expected = torch.sigmoid(rbm.visible_bias) if visible == "bernoulli" else rbm.visible_bias
+    torch.testing.assert_close(draws.mean(0), expected.detach(), atol=0.1, rtol=0)
+
+
+def test_a_state_with_visible_chains_from_before_hidden_states_still_resumes():
+    """A state saved when the chains were visible rows (no "chain_state") resumes: the next step takes its
+    negative phase at those rows and keeps their hidden states."""
+    rbm = small_rbm()
+    data = torch.bernoulli(torch.full((6, 10), 0.5, dtype=torch.float64))
+    old_chains = torch.bernoulli(torch.full((4, 10), 0.5, dtype=torch.float64))
+    loss = ContrastiveDivergence(1, persistent=True)
+    loss.load_state_dict({"chains": {FACTOR_SITE: old_chains}, "fast": {}})
+    torch.manual_seed(2)
+    value = loss.loss(rbm, RBMGuide(), data)
+    expected = rbm.free_energy(data).sum() - 6 / 4 * rbm.free_energy(old_chains).sum()
+    assert value == pytest.approx(float(expected.detach()))
+    assert loss.state_dict()["chains"][FACTOR_SITE].shape == (4, 6)
+    assert loss.state_dict()["visible_chains"] == {}
 
 
 def test_cd_reuses_the_data_pre_activations_for_its_first_sweep():
@@ -270,13 +313,13 @@ def test_fpcd_fast_parameters_follow_the_gradient_and_move_the_chains():
         torch.testing.assert_close(grad, grad_pcd)
         torch.testing.assert_close(fast, -0.3 * grad)
         assert grad.abs().max() > 0.01
-    first, chains = fpcd.state_dict()["fast"][FACTOR_SITE], fpcd.state_dict()["chains"][FACTOR_SITE]
+    first, hidden = fpcd.state_dict()["fast"][FACTOR_SITE], fpcd.state_dict()["chains"][FACTOR_SITE]
     rbm.zero_grad(set_to_none=True)
     torch.manual_seed(4)
     fpcd.loss_and_grads(rbm, RBMGuide(), data)
     torch.manual_seed(4)
     sampler = tuple(param.detach() + fast for param, fast in zip(rbm.parameters(), first, strict=True))
-    torch.testing.assert_close(fpcd.state_dict()["chains"][FACTOR_SITE], rbm.gibbs(chains, 1, sampler))
+    torch.testing.assert_close(fpcd.state_dict()["chains"][FACTOR_SITE], pcd_sweep(rbm, hidden, sampler)[1])
     for param, fast_before, fast in zip(rbm.parameters(), first, fpcd.state_dict()["fast"][FACTOR_SITE], strict=True):
         torch.testing.assert_close(fast, 0.9 * fast_before - 0.3 * param.grad)
     restored = ContrastiveDivergence(1, persistent=True, fast_lr=0.3, fast_decay=0.9)
