@@ -15,7 +15,10 @@
    shuffled over the sites (``--controls`` shuffles per unit): a localised field scores far above
    its shuffles (a smooth but spread-out one only a little). Reported per layer and block size:
    the mean block share, the controls' mean, and the fraction of units above the 99th percentile
-   of their own controls.
+   of their own controls. Localised is not enough: the units should tile the lattice, so each
+   row also gives how many different sites the units' best blocks start at and the mean
+   ``|cos|`` between two units' fields (a layer whose units all learnt one field scores 1 block
+   site and ``|cos|`` near 1 however localised that field is).
 
 Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer on the lattice;
 ``<out>/results.json`` holds the checks, the per-layer numbers, settings and machine.
@@ -99,12 +102,34 @@ def energy_check(samples: torch.Tensor, side: int, temperature: float) -> dict[s
             "onsager_infinite": onsager_energy_per_spin(temperature), "z": (mean - exact) / stderr}  # fmt: skip
 
 
-def block_shares(fields: torch.Tensor, side: int, block: int) -> torch.Tensor:
-    """Largest share (units,) of each field's |weight| (side^2, units) inside a ``block`` x ``block`` periodic block."""
+def block_sums(fields: torch.Tensor, side: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums (units, side^2), totals (units,))``: each field's |weight| (side^2, units) summed over the
+    ``block`` x ``block`` periodic block with its corner at each site, and over the whole lattice."""
     magnitude = fields.abs().T.reshape(-1, 1, side, side)
     padded = F.pad(magnitude, (0, block - 1, 0, block - 1), mode="circular")
     sums = F.avg_pool2d(padded, block, stride=1) * block * block  # (units, 1, side, side)
-    return sums.flatten(1).amax(-1) / magnitude.flatten(1).sum(-1).clamp_min(1e-12)
+    return sums.flatten(1), magnitude.flatten(1).sum(-1)
+
+
+def block_shares(fields: torch.Tensor, side: int, block: int) -> torch.Tensor:
+    """Largest share (units,) of each field's |weight| (side^2, units) inside a ``block`` x ``block`` periodic block."""
+    sums, totals = block_sums(fields, side, block)
+    return sums.amax(-1) / totals.clamp_min(1e-12)
+
+
+def distinct_best_blocks(fields: torch.Tensor, side: int, block: int) -> int:
+    """How many different sites the units' best ``block`` x ``block`` blocks (their largest share) start at: about
+    the number of units when the fields tile the lattice, 1 when every unit has the same field."""
+    return int(block_sums(fields, side, block)[0].argmax(-1).unique().numel())
+
+
+def mean_abs_cosine(fields: torch.Tensor) -> float:
+    """Mean ``|cos|`` between the fields (side^2, units) of two different units: 1 when all are the same field
+    (up to sign and scale), near 0 for fields on disjoint blocks."""
+    unit = F.normalize(fields.T, dim=1)
+    cosines = (unit @ unit.T).abs()
+    count = cosines.shape[0]
+    return float((cosines.sum() - cosines.diagonal().sum()) / max(count * (count - 1), 1))
 
 
 def localisation(stack: RBMStack, side: int, blocks: Sequence[int], controls: int,
@@ -126,7 +151,9 @@ def localisation(stack: RBMStack, side: int, blocks: Sequence[int], controls: in
                     "block_area_share": block * block / side**2, "mean_block_share": float(shares.mean()),
                     "control_mean_block_share": float(shuffled.mean()),
                     "control_sd_block_share": float(shuffled.std()),
-                    "units_above_control_99": float(above.float().mean())})  # fmt: skip
+                    "units_above_control_99": float(above.float().mean()),
+                    "distinct_best_blocks": distinct_best_blocks(fields, side, block),
+                    "mean_abs_cosine": mean_abs_cosine(fields)})  # fmt: skip
     return out
 
 
@@ -157,7 +184,8 @@ def main(args: argparse.Namespace) -> dict:
         print(f"layer {row['layer']} ({row['hidden']} units), {row['block']}x{row['block']} blocks: mean block share "
               f"{row['mean_block_share']:.3f} vs shuffled {row['control_mean_block_share']:.3f} "
               f"+- {row['control_sd_block_share']:.3f}; units above their controls' 99%: "
-              f"{100 * row['units_above_control_99']:.0f}%")  # fmt: skip
+              f"{100 * row['units_above_control_99']:.0f}%; distinct best blocks {row['distinct_best_blocks']} of "
+              f"{row['hidden']}, mean |cos| between units {row['mean_abs_cosine']:.2f}")  # fmt: skip
     for depth in range(1, len(stack.layers) + 1):
         fields_grid(stack.receptive_fields(depth), args.out / f"fields_layer{depth}.png", count=25,
                     side=args.side, columns=5, title=f"layer {depth} receptive fields")  # fmt: skip

@@ -4,6 +4,7 @@ import json
 
 import pyro
 import pytest
+import torch
 
 from tests.examples.helpers import load_example
 
@@ -59,6 +60,22 @@ def test_rbm_ising_checks_the_sampler_and_scores_localisation(tmp_path):
     assert all(abs(c["z"]) < 5 for c in results["sampler_checks"])
     assert [(row["layer"], row["block"]) for row in results["layers"]] == [(1, 2), (1, 4), (2, 2), (2, 4)]
     assert (tmp_path / "fields_layer1.png").read_bytes().startswith(b"\x89PNG")
+    assert all(1 <= row["distinct_best_blocks"] <= row["hidden"] and 0 <= row["mean_abs_cosine"] <= 1 + 1e-6
+               for row in results["layers"])  # fmt: skip
+
+
+def test_distinctness_tells_a_tiling_from_one_repeated_field():
+    """Fields on four disjoint blocks: four block sites and |cos| 0; four copies of one field: one site, |cos| 1."""
+    example = load_example("rbm_ising")
+    tiling = torch.zeros(8, 8, 4)
+    for unit, (row, column) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
+        tiling[row : row + 4, column : column + 4, unit] = 1.0
+    tiling = tiling.reshape(64, 4)
+    repeated = tiling[:, :1].repeat(1, 4) * torch.tensor([1.0, -2.0, 0.5, 3.0])
+    assert example.distinct_best_blocks(tiling, 8, 4) == 4
+    assert example.mean_abs_cosine(tiling) == pytest.approx(0.0)
+    assert example.distinct_best_blocks(repeated, 8, 4) == 1
+    assert example.mean_abs_cosine(repeated) == pytest.approx(1.0)
 
 
 def test_rbm_mnist_scores_held_out_training_images_and_parameter_averages(mnist_root, tmp_path):
