@@ -23,7 +23,8 @@
 Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer on the lattice;
 ``<out>/results.json`` holds the checks, the per-layer numbers, settings and machine.
 
-    python examples/rbm_ising.py --samples 5000 --epochs 30 --out runs/rbm_ising
+    python examples/rbm_ising.py --samples 5000 --epochs 150 150 1000 --out runs/rbm_ising   # docs/rbm.md
+    python examples/rbm_ising.py --samples 5000 --epochs 30 --out runs/rbm_ising_quick   # layers 2-3 undertrained
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burn-in", type=int, default=200, help="Swendsen-Wang sweeps discarded first")
     parser.add_argument("--thin", type=int, default=2, help="sweeps between kept configurations")
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[400, 100, 25], help="hidden units per layer")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per layer")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[30],
+                        help="epochs per layer: one value for every layer, or one per layer")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=100, help="rows per step")
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate (batch-mean gradient)")
     parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum")
@@ -81,7 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16], help="block sides for the block share")
     parser.add_argument("--controls", type=int, default=20, help="shuffled-weight controls per unit")
     args = parser.parse_args(argv)
-    require_positive(parser, args, "samples", "check_samples", "thin", "epochs", "batch_size", "controls", "threads")
+    require_positive(parser, args, "samples", "check_samples", "thin", "batch_size", "controls", "threads")
+    if min(args.epochs) < 1 or len(args.epochs) not in (1, len(args.hidden_dims)):
+        parser.error(f"--epochs must be >= 1, one value or one per layer ({len(args.hidden_dims)}), got {args.epochs}")
     if args.side < 2 or args.burn_in < 0 or min(args.hidden_dims) < 1 or min(args.blocks) < 1:
         parser.error("--side must be >= 2, --burn-in >= 0, every --hidden-dims and --blocks entry >= 1")
     if not args.temperature > 0 or any(not t > 0 for t in args.check_temperatures) or args.l1 < 0 or args.lr <= 0:
@@ -176,7 +180,8 @@ def main(args: argparse.Namespace) -> dict:
               f"lattice {check['onsager_infinite']:.4f})")  # fmt: skip
     sampling_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    stack = greedy_stack(data, args.hidden_dims, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+    epochs = args.epochs * len(args.hidden_dims) if len(args.epochs) == 1 else args.epochs
+    stack = greedy_stack(data, args.hidden_dims, seed=args.seed, epochs=epochs, batch_size=args.batch_size,
                          lr=args.lr, momentum=args.momentum, l1=args.l1)  # fmt: skip
     training_seconds = time.perf_counter() - start
     layers = localisation(stack, args.side, args.blocks, args.controls, torch.Generator().manual_seed(args.seed))

@@ -86,16 +86,20 @@ class RBMStack:
         return fields
 
 
-def greedy_stack(data: torch.Tensor, hidden_dims: Sequence[int], *, seed: int = 0, **train_kwargs) -> RBMStack:
-    """Train RBMs ``D -> hidden_dims[0] -> ...`` greedily on ``data`` (rows, D) binary; ``train_kwargs`` go to
-    :func:`train_rbm` (``epochs`` required). Layer ``l`` is named ``rbm<l>``."""
+def greedy_stack(data: torch.Tensor, hidden_dims: Sequence[int], *, epochs: int | Sequence[int], seed: int = 0,
+                 **train_kwargs) -> RBMStack:  # fmt: skip
+    """Train RBMs ``D -> hidden_dims[0] -> ...`` greedily on ``data`` (rows, D) binary; ``epochs`` for every layer,
+    or one entry per layer; ``train_kwargs`` go to :func:`train_rbm`. Layer ``l`` is named ``rbm<l>``."""
     if not hidden_dims:
         raise ValueError("hidden_dims must name at least one layer, got none")
+    per_layer = [epochs] * len(hidden_dims) if isinstance(epochs, int) else list(epochs)
+    if len(per_layer) != len(hidden_dims):
+        raise ValueError(f"epochs must be an int or one per layer ({len(hidden_dims)}), got {epochs!r}")
     layers, visible = [], data
-    for index, hidden in enumerate(hidden_dims, start=1):
+    for index, (hidden, layer_epochs) in enumerate(zip(hidden_dims, per_layer, strict=True), start=1):
         torch.manual_seed(seed + index)
         rbm = RBM(visible.shape[1], check_int("hidden_dims entry", hidden), name=f"rbm{index}")
-        train_rbm(rbm, visible, seed=seed + index, **train_kwargs)
+        train_rbm(rbm, visible, epochs=layer_epochs, seed=seed + index, **train_kwargs)
         layers.append(rbm)
         visible = bernoulli(rbm.hidden_probs(visible).detach())
     return RBMStack(layers)

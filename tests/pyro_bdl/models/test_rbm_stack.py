@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pyro
 import pytest
 import torch
 
 from pyro_bdl.models import RBM, RBMStack, greedy_stack, train_rbm
+from pyro_bdl.models.rbm import bernoulli
 
 pytestmark = pytest.mark.usefixtures("pyro_state")
 
@@ -37,6 +39,23 @@ def test_greedy_stack_layers_chain_and_fields_multiply():
     assert stack.up(stripes(5)).shape == (5, 3)
 
 
+def test_epochs_per_layer_train_each_layer_that_long():
+    """``epochs=[2, 5]``: one entry per layer, the same as training each layer alone for its epochs."""
+    data = stripes()
+    per_layer = greedy_stack(data, [6, 3], epochs=[2, 5], batch_size=20)
+    fields = [layer.weight.detach().clone() for layer in per_layer.layers]
+    pyro.clear_param_store()  # the same layer names again: fresh parameters
+    torch.manual_seed(1)
+    first = RBM(12, 6, name="rbm1")
+    train_rbm(first, data, epochs=2, batch_size=20, seed=1)
+    visible = bernoulli(first.hidden_probs(data).detach())
+    torch.manual_seed(2)
+    second = RBM(6, 3, name="rbm2")
+    train_rbm(second, visible, epochs=5, batch_size=20, seed=2)
+    torch.testing.assert_close(fields[0], first.weight.detach())
+    torch.testing.assert_close(fields[1], second.weight.detach())
+
+
 def test_l1_penalty_is_a_global_factor():
     """With ``l1`` (a factor outside the data plate, ``L1_SITE``) training shrinks the weights."""
     data = stripes()
@@ -52,6 +71,8 @@ def test_bad_stacks_and_arguments():
         RBMStack([RBM(8, 4, name="a"), RBM(5, 2, name="b")])
     with pytest.raises(ValueError, match="hidden_dims must name at least one layer"):
         greedy_stack(stripes(), [], epochs=1)
+    with pytest.raises(ValueError, match=r"epochs must be an int or one per layer \(2\), got \[1, 2, 3\]"):
+        greedy_stack(stripes(), [6, 3], epochs=[1, 2, 3])
     with pytest.raises(ValueError, match="data must hold only 0 and 1"):
         train_rbm(RBM(12, 2), stripes() * 0.5, epochs=1)
     with pytest.raises(ValueError, match="depth must be <= 1 layers, got 2"):
