@@ -29,7 +29,9 @@ the chains, the two halves of the weight gradient):
 The torch rows draw their Bernoulli samples alike, by ``pyro_bdl.models.rbm.bernoulli`` (the compiled
 xoshiro256** sampler of :mod:`triton_kernels.cpu_bernoulli`; torch's own draws with ``--dense``'s switch
 only for the Pyro row). The methods run round-robin, one step each per round (``timing.time_round_robin``), so a shared
-machine slows all alike; wall and thread-CPU seconds are both reported. Each model is then
+machine slows all alike; wall and thread-CPU seconds are both reported. With ``--block-steps N`` each method
+runs N steps back to back per round instead (e.g. 600, an epoch: as in a training loop, where no other
+method's work evicts a method's data from the caches between its steps). Each model is then
 scored by AIS (``--ais-betas`` temperatures, ``--ais-runs`` runs, base rates of the training
 data) on the 10,000 test images binarised once (seed 1), with log Z's standard error and the
 effective sample size of the weights (a low ESS makes AIS flatter a model). Last, one
@@ -102,6 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_training_arguments(parser)
     parser.add_argument("--no-sklearn", dest="sklearn", action="store_false", help="skip scikit-learn")
     parser.add_argument("--dense", action="store_true", help="the Pyro row without the binary-row kernels")
+    parser.add_argument("--block-steps", type=int, default=1,
+                        help="steps each method runs back to back per round (1: interleaved step by step)")  # fmt: skip
     parser.add_argument("--fast-lr", type=float, default=0.0,
                         help="the Pyro row by FPCD-1 with this fast learning rate (decay 0.95; 0: PCD-1)")  # fmt: skip
     add_output_arguments(parser)
@@ -235,8 +239,10 @@ def test_log_likelihood(rbm: RBM, base: torch.Tensor, test: torch.Tensor, args: 
 
 
 def main(args: argparse.Namespace) -> dict:
-    if min(args.hidden, args.epochs, args.batch_size, args.chains, args.ais_runs) < 1 or args.ais_betas < 10:
-        raise UsageError("--hidden, --epochs, --batch-size, --chains, --ais-runs must be >= 1, --ais-betas >= 10")
+    if min(args.hidden, args.epochs, args.batch_size, args.chains, args.ais_runs, args.block_steps) < 1 \
+            or args.ais_betas < 10:  # fmt: skip
+        raise UsageError("--hidden, --epochs, --batch-size, --chains, --ais-runs, --block-steps must be >= 1, "
+                         "--ais-betas >= 10")  # fmt: skip
     setup(args)
     pyro.enable_validation(False)
     pyro.clear_param_store()
@@ -254,7 +260,7 @@ def main(args: argparse.Namespace) -> dict:
     batches = [
         b for _ in range(args.epochs) for b in data[torch.randperm(len(data), generator=shuffle)].split(args.batch_size)
     ]
-    times = time_round_robin(steps, batches, 0, "cpu")
+    times = time_round_robin(steps, batches, 0, "cpu", block=args.block_steps)
     per_epoch = len(batches) / args.epochs
     rows = {
         name: {"seconds_per_epoch": statistics.fmean(t["wall"]) * per_epoch,
@@ -286,7 +292,8 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "benchmark": f"RBM 784-{args.hidden} {method} training on MNIST, batch {args.batch_size}, {args.epochs} epochs",
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": environment(),
-        "threads": torch.get_num_threads(), "pyro_kernels": not args.dense, "results": rows, "ratios": ratios,
+        "threads": torch.get_num_threads(), "pyro_kernels": not args.dense, "block_steps": args.block_steps,
+        "results": rows, "ratios": ratios,
         "targets_met": met,
     }  # fmt: skip
     print(f"{report['benchmark']}; {environment_line(report['machine'])}")

@@ -75,25 +75,32 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_round_robin(steps: dict[str, Callable], batches: list[torch.Tensor], warmup: int, device: str) -> dict:
-    """Wall and thread-CPU seconds of every step of every method, one step of each per round, warm-up dropped.
+def time_round_robin(steps: dict[str, Callable], batches: list[torch.Tensor], warmup: int, device: str,
+                     block: int = 1) -> dict:  # fmt: skip
+    """Wall and thread-CPU seconds of every step of every method, ``block`` consecutive steps of each per round
+    (1: one step each, interleaved), warm-up steps dropped.
 
-    The order rotates by one method each round, so no method always runs right after the same other one.
+    The order rotates by one method each round, so no method always runs right after the same other one. With
+    ``block > 1`` each method runs that many steps back to back, as in a training loop, while machine load
+    still falls on all methods alike from round to round.
     """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
     names = list(steps)
-    for round_index, x in enumerate(batches):
+    for round_index, start in enumerate(range(0, len(batches), block)):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             step = steps[name]
-            synchronize(device)
-            wall, cpu = time.perf_counter(), time.thread_time()
-            loss = step(x)
-            synchronize(device)
-            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-            if not loss == loss:  # NaN
-                raise RuntimeError(f"{name} produced a NaN loss at round {round_index}")
-            if round_index >= warmup:
-                times[name]["wall"].append(wall)
-                times[name]["cpu"].append(cpu)
+            for index in range(start, min(start + block, len(batches))):
+                synchronize(device)
+                wall, cpu = time.perf_counter(), time.thread_time()
+                loss = step(batches[index])
+                synchronize(device)
+                wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+                if not loss == loss:  # NaN
+                    raise RuntimeError(f"{name} produced a NaN loss at step {index}")
+                if index >= warmup:
+                    times[name]["wall"].append(wall)
+                    times[name]["cpu"].append(cpu)
     return times
