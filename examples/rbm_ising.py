@@ -23,7 +23,7 @@
 Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer on the lattice;
 ``<out>/results.json`` holds the checks, the per-layer numbers, settings and machine.
 
-    python examples/rbm_ising.py --samples 5000 --epochs 150 150 1000 --out runs/rbm_ising   # docs/rbm.md
+    python examples/rbm_ising.py --samples 5000 --epochs 150 150 3000 --out runs/rbm_ising   # docs/rbm.md
     python examples/rbm_ising.py --samples 5000 --epochs 30 --out runs/rbm_ising_quick   # layers 2-3 undertrained
 """
 
