@@ -37,6 +37,7 @@ training with it); when W divides N the epoch is exactly the single-process one.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -170,8 +171,12 @@ def close_process_group() -> None:
     Call it at the end of a successful run: a rank that destroys its group and exits while
     another still works (rank 0 scoring and writing results) can make gloo abort the finished
     process at exit ("terminate called without an active exception"); the barrier keeps them together.
+    Garbage is collected first: a DDP module left in a reference cycle keeps gloo work objects that
+    hold tensors alive until interpreter shutdown, where freeing them can abort the process too
+    (seen once in CI after the barrier was added).
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
