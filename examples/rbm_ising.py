@@ -30,7 +30,6 @@ Figures (``<out>/fields_layer<l>.png``) show the first 25 fields of each layer o
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -140,24 +139,25 @@ def localisation(stack: RBMStack, side: int, blocks: Sequence[int], controls: in
                  generator: torch.Generator) -> list[dict]:  # fmt: skip
     """Per layer and block side: mean block share, shuffled controls' mean, share of units above their controls' 99%."""
     out = []
-    for (depth, layer), block in itertools.product(enumerate(stack.layers, start=1), blocks):
-        block = min(side, block)
+    for depth, layer in enumerate(stack.layers, start=1):
         fields = stack.receptive_fields(depth)  # (side^2, H)
-        shares = block_shares(fields, side, block)
-        shuffled = torch.stack(
-            [
-                block_shares(fields[torch.randperm(fields.shape[0], generator=generator)], side, block)
-                for _ in range(controls)
-            ]
-        )  # fmt: skip  (controls, H)
-        above = shares > torch.quantile(shuffled, 0.99, dim=0)
-        out.append({"layer": depth, "hidden": layer.hidden_dim, "block": block,
-                    "block_area_share": block * block / side**2, "mean_block_share": float(shares.mean()),
-                    "control_mean_block_share": float(shuffled.mean()),
-                    "control_sd_block_share": float(shuffled.std()),
-                    "units_above_control_99": float(above.float().mean()),
-                    "distinct_best_blocks": distinct_best_blocks(fields, side, block),
-                    "mean_abs_cosine": mean_abs_cosine(fields)})  # fmt: skip
+        cosine = mean_abs_cosine(fields)
+        for block in (min(side, b) for b in blocks):
+            shares = block_shares(fields, side, block)
+            shuffled = torch.stack(
+                [
+                    block_shares(fields[torch.randperm(fields.shape[0], generator=generator)], side, block)
+                    for _ in range(controls)
+                ]
+            )  # fmt: skip  (controls, H)
+            above = shares > torch.quantile(shuffled, 0.99, dim=0)
+            out.append({"layer": depth, "hidden": layer.hidden_dim, "block": block,
+                        "block_area_share": block * block / side**2, "mean_block_share": float(shares.mean()),
+                        "control_mean_block_share": float(shuffled.mean()),
+                        "control_sd_block_share": float(shuffled.std()),
+                        "units_above_control_99": float(above.float().mean()),
+                        "distinct_best_blocks": distinct_best_blocks(fields, side, block),
+                        "mean_abs_cosine": cosine})  # fmt: skip
     return out
 
 

@@ -128,10 +128,11 @@ class ContrastiveDivergence(ELBO):
         if not isinstance(state, dict) or not isinstance(state.get("chains"), dict):
             raise ValueError(f"state must be a dict with a 'chains' dict, got {type(state).__name__}")
         chains = {name: chains.clone() for name, chains in state["chains"].items()}
-        hidden = state.get("chain_state") == "hidden"
-        self.chains = chains if hidden else {}
-        self._visible_chains = {name: c.clone() for name, c in state.get("visible_chains", {}).items()} if hidden \
-            else chains  # fmt: skip
+        if state.get("chain_state") == "hidden":
+            self.chains = chains
+            self._visible_chains = {name: c.clone() for name, c in state.get("visible_chains", {}).items()}
+        else:  # an older state: its chains are visible rows, used once by the next step
+            self.chains, self._visible_chains = {}, chains
         self.fast = {name: [p.clone() for p in fast] for name, fast in state.get("fast", {}).items()}
 
     # ------------------------------------------------------------------ traces and particles
@@ -215,8 +216,7 @@ class ContrastiveDivergence(ELBO):
         rows = self.num_chains or visible.shape[0]
         if self.init_chains == "data":
             return visible[torch.arange(rows) % visible.shape[0]].clone()
-        mean = visible_bias.to(visible.dtype).expand(rows, -1)
-        return mean + torch.randn_like(mean) if rbm.visible == "gaussian" else bernoulli(torch.sigmoid(mean))
+        return rbm.sample_visible_from_activation(visible_bias.to(visible.dtype).expand(rows, -1))
 
     def _rbm_term(self, name: str, site: dict, accumulate: float | None = None) -> torch.Tensor:
         """The CD surrogate ``s * B * (mean F(v_data) - mean F(v_neg))`` of one RBM site (a scalar).

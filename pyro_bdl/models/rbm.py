@@ -175,7 +175,7 @@ class RBM(PyroModule):
     def sample_visible(self, h: torch.Tensor, params: tuple | None = None) -> torch.Tensor:
         """``v ~ p(v | h)`` (..., D) of hidden rows (..., H), with ``params`` as in :meth:`gibbs`; no gradient."""
         weight, visible_bias, _ = (p.detach() for p in (self.params() if params is None else params))
-        return self._visible_draw(_affine(visible_bias, h, weight.T, True))
+        return self.sample_visible_from_activation(_affine(visible_bias, h, weight.T, True))
 
     @torch.no_grad()
     def gibbs(self, v: torch.Tensor, steps: int = 1, params: tuple | None = None) -> torch.Tensor:
@@ -212,11 +212,12 @@ class RBM(PyroModule):
                           visible_bias: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """``v ~ p(v | h)`` with ``h ~ Bernoulli(probs)``; ``weight_t`` (H, D) is the weight transposed (binary
         ``h``: the kernel reads it by rows, copying a transposed view first if ``h`` is sparse enough)."""
-        return self._visible_draw(_affine(visible_bias, bernoulli(probs), weight_t, True))
+        return self.sample_visible_from_activation(_affine(visible_bias, bernoulli(probs), weight_t, True))
 
-    def _visible_draw(self, activation: torch.Tensor) -> torch.Tensor:
-        """``v ~ p(v | h)`` from the visible pre-activations ``a + h.W^T`` (..., D): ``Bernoulli(sigmoid(.))``, or
-        ``N(., 1)`` for Gaussian units."""
+    @torch.no_grad()
+    def sample_visible_from_activation(self, activation: torch.Tensor) -> torch.Tensor:
+        """``v ~ p(v | h)`` (..., D) from the visible pre-activations ``a + h.W^T`` (..., D):
+        ``Bernoulli(sigmoid(.))``, or ``N(., 1)`` for Gaussian units; no gradient."""
         if self.visible == "gaussian":
             return activation + torch.randn_like(activation)
         return bernoulli(torch.sigmoid(activation))
