@@ -77,6 +77,7 @@ from pyro_bdl.experiment import (
 )
 from pyro_bdl.inference.fit import fit
 from pyro_bdl.inference.minibatch import scale_data_plate
+from pyro_bdl.inference.mixture_elbo import MixtureLikelihood_ELBO
 from pyro_bdl.inference.natural_gradient import natural_gradient_optim
 from pyro_bdl.layers import attach_weight_clipping, binary_layers, binarynet_param_groups
 from pyro_bdl.layers.bayes_binary import bayesian_binary_layers
@@ -137,6 +138,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--temperature", type=float, default=0.1, help="of the relaxed sample")
     parser.add_argument("--particles", type=int, default=2, help="weight samples per step (ELBO particles)")
+    parser.add_argument(
+        "--objective",
+        choices=("elbo", "mixture"),
+        default="elbo",
+        help="elbo: each particle's log-likelihood averaged (TraceMeanField_ELBO); mixture: each image's "
+        "likelihood averaged over the particles before the log (MixtureLikelihood_ELBO, the PAC^m bound)",
+    )
     parser.add_argument("--init-logit-scale", type=float, default=3.0, help="initial logits uniform in [-s, s]")
     parser.add_argument("--prior-probs", type=float, default=0.5, help="prior P(w = +1)")
     parser.add_argument(
@@ -155,6 +163,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--num-samples", type=int, default=32, help="posterior networks averaged in prediction")
     add_mnist_split_arguments(parser)
+    parser.add_argument(
+        "--no-test",
+        action="store_true",
+        help="score the validation images only (for choosing settings; the test set untouched)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -282,7 +295,10 @@ def train_bayes(args: argparse.Namespace, data: dict, model, guide) -> list[dict
         optim = pyro.optim.ClippedAdam({"lr": args.bayes_lr, "lrd": lrd, "clip_norm": 1e6})
     if args.likelihood_weight != 1.0:
         model = scale_data_plate(model, DATA_PLATE, args.likelihood_weight)
-    loss = TraceMeanField_ELBO(num_particles=args.particles)
+    if args.objective == "mixture":
+        loss = MixtureLikelihood_ELBO(num_particles=args.particles)
+    else:
+        loss = TraceMeanField_ELBO(num_particles=args.particles)
     result = fit(model, guide, data["train"], optim=optim, loss=loss, epochs=args.epochs, batch_size=args.batch_size,
                  checkpoint_path=args.out / CHECKPOINT_NAME, resume=not args.fresh,
                  seed=args.seed, progress=not args.no_progress)  # fmt: skip
@@ -342,6 +358,9 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor, ood_logits: dict[str, to
     probs = mean_probabilities(prob_samples)
     entropy, _, information = bald_decomposition(prob_samples)
     result = {**classification_scores(logits, labels), "ood_auroc": {}}
+    # Calibration diagnostics: mean confidence minus accuracy (< 0: underconfident), and the S networks' own mean LL.
+    result["confidence_minus_accuracy"] = float(probs.max(-1).values.mean()) - (1 - result["error"])
+    result["member_log_likelihood"] = float(-F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(logits))))
     for name, other in ood_logits.items():
         other_samples = other.softmax(-1)
         other_entropy, _, other_information = bald_decomposition(other_samples)
@@ -354,13 +373,21 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor, ood_logits: dict[str, to
     return result
 
 
-def evaluate(logits_fn, data: dict) -> dict:
-    ood = {name: logits_fn(data[name][0]) for name in ("rotated", "permuted")}
-    return {"valid": metrics(logits_fn(data["valid"][0]), data["valid"][1], {}),
-            "test": metrics(logits_fn(data["test"][0]), data["test"][1], ood)}  # fmt: skip
+def evaluate(logits_fn, data: dict, test: bool = True) -> dict:
+    """Scores on the validation images, and (``test``) on the test images and the two OOD sets."""
+    scores = {"valid": metrics(logits_fn(data["valid"][0]), data["valid"][1], {})}
+    if test:
+        ood = {name: logits_fn(data[name][0]) for name in ("rotated", "permuted")}
+        scores["test"] = metrics(logits_fn(data["test"][0]), data["test"][1], ood)
+    return scores
 
 
 def summary(name: str, scores: dict) -> str:
+    if "test" not in scores:
+        valid = scores["valid"]
+        return (f"{name:24s} valid err {100 * valid['error']:.2f}%  valid LL {valid['log_likelihood']:.4f}  "
+                f"ECE {100 * valid['ece']:.2f}%  conf - acc {100 * valid['confidence_minus_accuracy']:+.2f}  "
+                f"member LL {valid['member_log_likelihood']:.4f}")  # fmt: skip
     test = scores["test"]
     ood = ", ".join(f"{k} {max(v.values()):.3f}" for k, v in test["ood_auroc"].items())
     return (f"{name:24s} valid err {100 * scores['valid']['error']:.2f}%  test err {100 * test['error']:.2f}%  "
@@ -381,7 +408,7 @@ def main(args: argparse.Namespace) -> dict:
         if args.calibration:  # as for the Bayesian networks: running statistics flip sign activations
             recalibrate_batch_norm(model, data["train"][0][: args.calibration])
         results["binarynet"] = {"history": history, "train_seconds": time.perf_counter() - started,
-                                **evaluate(lambda x: binarynet_logits(model, x), data)}  # fmt: skip
+                                **evaluate(lambda x: binarynet_logits(model, x), data, not args.no_test)}  # fmt: skip
         print(summary("binarynet (max softmax)", results["binarynet"]))
     if args.methods in ("both", "bayes"):
         pyro.set_rng_seed(args.seed)
@@ -392,10 +419,10 @@ def main(args: argparse.Namespace) -> dict:
         calibration = data["train"][0][: args.calibration] if args.calibration else None
         predictor = BayesPredictor(args, model, guide, calibration)
         started = time.perf_counter()
-        scores = evaluate(predictor.logits, data)
+        scores = evaluate(predictor.logits, data, not args.no_test)
         results["bayes"] = {"history": history, "train_seconds": train_seconds,
                             "predict_seconds": time.perf_counter() - started, **scores}  # fmt: skip
-        results["bayes_mode"] = evaluate(predictor.mode_logits, data)
+        results["bayes_mode"] = evaluate(predictor.mode_logits, data, not args.no_test)
         print(summary(f"bayes ({args.num_samples} samples)", results["bayes"]))
         print(summary("bayes posterior mode", results["bayes_mode"]))
     write_results(args.out / RESULTS_NAME, results)

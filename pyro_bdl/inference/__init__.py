@@ -13,6 +13,8 @@
   PCD loss of models with RBM factors; :mod:`~pyro_bdl.inference.ais`: AIS for an RBM's log Z.
 * :mod:`~pyro_bdl.inference.control_variates`: :class:`NormalisedTraceGraph_ELBO`,
   ``TraceGraph_ELBO`` with NVIL's variance normalisation of score-function learning signals.
+* :mod:`~pyro_bdl.inference.mixture_elbo`: :class:`MixtureLikelihood_ELBO`, the ELBO with each
+  datum's likelihood averaged over the particles (the PAC^m bound of Bayesian ensembles).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pyro_bdl.inference.distributed import (
 )
 from pyro_bdl.inference.fit import CHECKPOINT_FORMAT, EarlyStopping, FitResult, FitState, fit
 from pyro_bdl.inference.minibatch import DataPlateScaleMessenger, scale_data_plate
+from pyro_bdl.inference.mixture_elbo import MixtureLikelihood_ELBO
 from pyro_bdl.inference.natural_gradient import SignBernoulliNaturalGradient, natural_gradient_optim
 from pyro_bdl.inference.scoring import (
     elbo_per_datum,
@@ -50,6 +53,7 @@ __all__ = [
     "FitResult",
     "FitState",
     "Launch",
+    "MixtureLikelihood_ELBO",
     "NormalisedTraceGraph_ELBO",
     "SignBernoulliNaturalGradient",
     "SignalNormaliser",

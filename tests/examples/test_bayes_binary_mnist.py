@@ -91,3 +91,27 @@ def test_particles_reach_the_elbo(tmp_path, mnist_root, monkeypatch):
     steps = math.ceil(len(data["train"][1]) / args.batch_size)
     assert seen == [1, 3]
     assert calls[3] - calls[1] == 2 * steps
+
+
+def test_mixture_objective_and_validation_only_scoring(tmp_path, mnist_root, monkeypatch):
+    """--objective mixture trains with MixtureLikelihood_ELBO; --no-test scores the validation images only."""
+    example = load_example("bayes_binary_mnist")
+    fit, losses = example.fit, []
+
+    def spy(*fit_args, **kwargs):
+        losses.append(kwargs["loss"])
+        return fit(*fit_args, **kwargs)
+
+    monkeypatch.setattr(example, "fit", spy)
+    flags = ["--objective", "mixture", "--particles", "2", "--epochs", "1", "--limit", "600", "--no-test"]
+    args = example.parse_args([*TINY, *flags, "--data", str(mnist_root), "--out", str(tmp_path)])
+    results = example.main(args)
+    assert type(losses[0]) is example.MixtureLikelihood_ELBO and losses[0].num_particles == 2
+    for method in ("binarynet", "bayes", "bayes_mode"):
+        assert set(results[method]) - {"history", "train_seconds", "predict_seconds"} == {"valid"}
+        valid = results[method]["valid"]
+        assert -1 < valid["confidence_minus_accuracy"] < 1 and valid["member_log_likelihood"] < 0
+    # one network: its own log-likelihood is the ensemble's
+    assert results["bayes_mode"]["valid"]["member_log_likelihood"] == pytest.approx(
+        results["bayes_mode"]["valid"]["log_likelihood"], rel=1e-5
+    )
