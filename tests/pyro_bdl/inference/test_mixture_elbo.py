@@ -1,6 +1,6 @@
 """MixtureLikelihood_ELBO: the ELBO with each datum's likelihood averaged over K particles before the log.
 
-    L_K = E[ sum_i c log (1/K) sum_k p(y_i | x_i, w_k) ] - KL(q || p)      (c: the site's scale)
+L_K = E[ sum_i c log (1/K) sum_k p(y_i | x_i, w_k) ] - KL(q || p)      (c: the site's scale)
 """
 
 from __future__ import annotations
