@@ -29,6 +29,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
 
 from pyro_bdl.conventions import DATA_PLATE, OBS_SITE
+from pyro_bdl.inference.traces import sum_to_particles_and_data
 
 __all__ = ["MixtureLikelihood_ELBO"]
 
@@ -72,9 +73,9 @@ class MixtureLikelihood_ELBO(TraceMeanField_ELBO):  # noqa: N801 (Pyro's naming)
         log_prob, mask = site["unscaled_log_prob"], site["mask"]
         if mask is not None and mask is not True:  # masked entries drop out of their datum's likelihood
             log_prob = torch.where(mask, log_prob, log_prob.new_zeros(()))
-        data_dim = dims[0] + log_prob.dim()
-        other_dims = [d for d in range(log_prob.dim()) if d != data_dim]
-        return (log_prob.sum(other_dims) if other_dims else log_prob), scale
+        # One leading "particle" dim of size 1, left of every batch dim, for the shared reduction.
+        particle_dim = min(dims[0], -log_prob.dim()) - 1
+        return sum_to_particles_and_data(log_prob, particle_dim, dims[0])[0], scale
 
     def _mixture_surrogate(self, model, guide, args, kwargs) -> torch.Tensor:
         """``-L_K`` as a differentiable tensor, from K freshly traced particles."""
