@@ -121,6 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(Kingma et al.'s code: 0.1)")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also train the classifier on the labels alone")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_mnist_split_arguments(parser, test_limit=False)
     args = parser.parse_args(argv)
     if args.latent_dim is None:
@@ -182,7 +183,8 @@ def train_m1(data: dict, args: argparse.Namespace) -> tuple[DLGMGuide, float]:
     images = torch.cat([data["labelled_x"], data["unlabelled_x"]])
     result = fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, optim=m1_optimizer(args),
                  transform_batch=lambda batch: (binarize_dynamic(batch),),
-                 checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.seed)  # fmt: skip
+                 checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.seed,
+                 progress=not args.no_progress)  # fmt: skip
     return guide, result.history[-1]["train_elbo"]
 
 
@@ -357,7 +359,8 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
         start, total = time.perf_counter(), 0.0
         guide.unlabelled_trains_classifier = epoch > args.classifier_warmup
         num_steps = len(data["unlabelled_x"]) // args.batch_size
-        for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False):
+        for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False,
+                          disable=args.no_progress):
             for x, y, scale in parts:  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
                 total += svi.step(x, y, scale)
         error = error_rate(guide, data["validation_x"], data["validation_y"])
