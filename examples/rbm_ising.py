@@ -81,6 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--l1", type=float, default=0.01, help="L1 penalty on the weights, per row")
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16], help="block sides for the block share")
     parser.add_argument("--controls", type=int, default=20, help="shuffled-weight controls per unit")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
     require_positive(parser, args, "samples", "check_samples", "thin", "batch_size", "controls", "threads")
     if min(args.epochs) < 1 or len(args.epochs) not in (1, len(args.hidden_dims)):
@@ -182,7 +183,7 @@ def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     epochs = args.epochs * len(args.hidden_dims) if len(args.epochs) == 1 else args.epochs
     stack = greedy_stack(data, args.hidden_dims, seed=args.seed, epochs=epochs, batch_size=args.batch_size,
-                         lr=args.lr, momentum=args.momentum, l1=args.l1)  # fmt: skip
+                         lr=args.lr, momentum=args.momentum, l1=args.l1, progress=args.progress)  # fmt: skip
     training_seconds = time.perf_counter() - start
     layers = localisation(stack, args.side, args.blocks, args.controls, torch.Generator().manual_seed(args.seed))
     for row in layers:

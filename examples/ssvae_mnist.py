@@ -359,8 +359,9 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
         start, total = time.perf_counter(), 0.0
         guide.unlabelled_trains_classifier = epoch > args.classifier_warmup
         num_steps = len(data["unlabelled_x"]) // args.batch_size
-        for parts in tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False,
-                          disable=args.no_progress):
+        bar = tqdm(steps(data, args, state.shuffle, epoch), total=num_steps, desc=f"epoch {epoch}", leave=False,
+                   disable=args.no_progress)  # fmt: skip
+        for parts in bar:
             for x, y, scale in parts:  # two steps: the labelled rows need no enumeration (bench_m2_step.py)
                 total += svi.step(x, y, scale)
         error = error_rate(guide, data["validation_x"], data["validation_y"])

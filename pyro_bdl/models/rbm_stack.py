@@ -17,6 +17,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI
+from tqdm.auto import tqdm
 
 from pyro_bdl.inference.contrastive_divergence import ContrastiveDivergence
 from pyro_bdl.models.rbm import RBM, RBMGuide, bernoulli
@@ -28,10 +29,11 @@ L1_SITE = "l1_penalty"
 
 def train_rbm(rbm: RBM, data: torch.Tensor, *, epochs: int, batch_size: int = 100, lr: float = 0.01,
               momentum: float = 0.5, weight_decay: float = 0.0, l1: float = 0.0, k: int = 1,
-              persistent: bool = True, seed: int = 0) -> list[float]:  # fmt: skip
+              persistent: bool = True, seed: int = 0, progress: bool = False) -> list[float]:  # fmt: skip
     """Train ``rbm`` on ``data`` (rows, D) by CD-k / PCD-k through SVI; returns the CD loss per epoch.
 
-    ``lr`` applies to the batch-mean gradient; ``l1`` is the weight of ``sum |W|`` per data row.
+    ``lr`` applies to the batch-mean gradient; ``l1`` is the weight of ``sum |W|`` per data row;
+    ``progress`` shows a tqdm bar over the epochs with the last epoch's CD loss.
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
@@ -49,9 +51,11 @@ def train_rbm(rbm: RBM, data: torch.Tensor, *, epochs: int, batch_size: int = 10
     svi = SVI(poutine.scale(model, scale=1.0 / batch_size), RBMGuide(), optim, loss)
     generator = torch.Generator().manual_seed(seed)
     history = []
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc=rbm.site_name, unit="epoch", disable=not progress)
+    for _ in bar:
         batches = data[torch.randperm(data.shape[0], generator=generator)].split(batch_size)
         history.append(sum(svi.step(batch) for batch in batches) / len(batches))
+        bar.set_postfix(cd_loss=f"{history[-1]:.4g}")
     return history
 
 

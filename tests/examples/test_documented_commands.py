@@ -49,7 +49,7 @@ TINY = {
         "examples/ssvae_mnist.py": "--epochs 1 --hidden 16 --latent-dim 4 --labels 20 --labelled-batch 20 "
         "--batch-size 100 --m1-epochs 1 --m1-min-std 0",
         "examples/rbm_ising.py": "--side 8 --samples 200 --check-samples 100 --hidden-dims 16 4 --epochs 1 "
-        "--controls 2",
+        "--controls 2 --no-progress",
         "examples/rbm_mnist.py": "--epochs 1 --anneal-from 0 --hidden 16 --test-limit 200 --ais-betas 100 "
         "--ais-runs 10 --no-progress",
         "benchmarks/bench_dlgm_svi.py": "--steps 4 --warmup 1 --batch-size 16 --profile 0",

@@ -39,6 +39,15 @@ def test_greedy_stack_layers_chain_and_fields_multiply():
     assert stack.up(stripes(5)).shape == (5, 3)
 
 
+def test_progress_bar_names_each_layer_and_counts_its_epochs(capsys):
+    """``progress=True`` (the examples' default) draws one bar per layer on stderr; the default draws none."""
+    greedy_stack(stripes(), [6, 3], epochs=[2, 3], batch_size=20, progress=True)
+    shown = capsys.readouterr().err
+    assert "rbm1" in shown and "2/2" in shown and "rbm2" in shown and "3/3" in shown and "cd_loss" in shown
+    greedy_stack(stripes(), [6, 3], epochs=2, batch_size=20)
+    assert capsys.readouterr().err == ""
+
+
 def test_epochs_per_layer_train_each_layer_that_long():
     """``epochs=[2, 5]``: one entry per layer, the same as training each layer alone for its epochs."""
     data = stripes()
