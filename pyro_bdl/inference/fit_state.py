@@ -173,12 +173,13 @@ class FitState:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{source} is not a checkpoint of pyro_bdl.inference.fit (format {state.get('format')!r}, expected "
-                f"{CHECKPOINT_FORMAT!r}); point checkpoint_path elsewhere or pass resume=False to overwrite it"
+                f"{CHECKPOINT_FORMAT!r}); point checkpoint_path elsewhere or pass resume=False (an example's --fresh) "
+                "to overwrite it"
             )
         if state["config"] != self.config:
             raise ValueError(
                 f"{source} was written by a run with {state['config']}, this run has {self.config}; "
-                "pass resume=False to start afresh"
+                "pass resume=False (an example's --fresh) to start afresh"
             )
         if self.optim.get_state():
             raise ValueError(
