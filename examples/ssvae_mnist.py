@@ -17,16 +17,17 @@ The likelihood sees the images binarised afresh each step
 (Bernoulli(intensity)); the classifier is evaluated on the intensities.
 
 With ``--m1`` the images are first encoded by a DLGM (M1, 784-600-600-50 as in the paper,
-trained here on all 50,000 training images without labels by plain Adam; see
-``examples/dlgm_mnist.py``), and M2 (z of 4 dimensions by default) models M1's posterior means
-with a Gaussian observation (``--m1-min-std 0.1``: only the latents whose means spread by more).
+trained here on all 50,000 training images without labels by plain Adam for 100 epochs, seeded by
+``--m1-seed``, so label draws can share one M1; see ``examples/dlgm_mnist.py``), and M2 (z of 4
+dimensions by default) models M1's posterior means with a Gaussian observation (``--m1-min-std 0.1``:
+only the latents whose means spread by more).
 
 Checkpoints go to ``<out>/checkpoint.pt`` after every epoch; a rerun resumes there. Results
 (validation curve, test error, settings, machine) go to ``<out>/results.json``, figures
 (analogies, class-conditional samples) to ``<out>/*.png``.
 
     python examples/ssvae_mnist.py --data ../shared/data/mnist --labels 100 --epochs 50
-    python examples/ssvae_mnist.py --labels 100 --m1 --m1-min-std 0.1 --epochs 15
+    python examples/ssvae_mnist.py --labels 100 --m1 --m1-min-std 0.1 --epochs 80
     python examples/ssvae_mnist.py --limit 2000 --labels 20 --epochs 1 --hidden 64      # smoke
 """
 
@@ -74,6 +75,8 @@ KINGMA_2014 = {100: (11.97, 3.33), 600: (4.94, 2.59), 1000: (3.60, 2.40), 3000: 
 """Published test errors (%) of M2 / M1+M2 (Kingma et al. 2014, Table 1), full MNIST protocol."""
 PIXELS_LATENT_DIM, M1_LATENT_DIM = 50, 4
 """Default size of M2's z on pixels (the paper's 50) and on M1's features (chosen on validation, docs/m2.md)."""
+M1_FEATURE_SETTINGS = ("m1_epochs", "m1_seed", "m1_lr", "m1_clip_norm", "m1_min_std")
+"""The arguments that decide M1's features, recorded in M2's checkpoint."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -106,8 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "rest of the model with its soft labels)")  # fmt: skip
     parser.add_argument("--unlabelled-warmup", type=int, default=0, help="epochs to ramp the unlabelled weight to 1")
     parser.add_argument("--m1", action="store_true", help="M1+M2: model the latent means of a DLGM (M1)")
-    parser.add_argument("--m1-epochs", type=int, default=18,
-                        help="epochs of M1 training (with --m1; 18 chosen on validation, docs/m2.md)")  # fmt: skip
+    parser.add_argument("--m1-epochs", type=int, default=100,
+                        help="epochs of M1 training (with --m1; 100 chosen on validation, docs/m2.md)")  # fmt: skip
+    parser.add_argument("--m1-seed", type=int, default=None,
+                        help="seed of M1's training (default --seed); M1 sees no labels, so label draws that give "
+                             "the same --m1-seed train the same M1 and can share its checkpoint")  # fmt: skip
     parser.add_argument("--m1-lr", type=float, default=1e-3, help="M1's Adam learning rate")
     parser.add_argument("--m1-clip-norm", type=float, default=None,
                         help="M1: clamp each gradient element to +-this (ClippedAdam); default plain Adam. The "
@@ -126,6 +132,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.latent_dim is None:
         args.latent_dim = M1_LATENT_DIM if args.m1 else PIXELS_LATENT_DIM
+    if args.m1_seed is None:
+        args.m1_seed = args.seed
     require_positive(
         parser,
         args,
@@ -153,7 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """Labelled, unlabelled, validation and test rows as (n, 784) intensities in [0, 1] and (n,) labels."""
+    """Labelled, unlabelled, validation and test rows as (n, 784) intensities in [0, 1] and (n,) labels;
+    ``train_x``: every training row in the file's order, whatever the label draw (what M1 is fitted on)."""
     train, validation = load_mnist_train_valid(args)
     test = load_mnist(data_root(args, "mnist"), "test")
     labelled = balanced_labelled_subset(train.labels, args.labels, 10, seed=args.seed)
@@ -161,7 +170,8 @@ def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     unlabelled[labelled] = False
     images = to_float(train.images, flatten=True)
     return {
-        "labelled_x": images[labelled], "labelled_y": train.labels[labelled], "unlabelled_x": images[unlabelled],
+        "train_x": images, "labelled_x": images[labelled], "labelled_y": train.labels[labelled],
+        "unlabelled_x": images[unlabelled],
         "validation_x": to_float(validation.images, flatten=True), "validation_y": validation.labels,
         "test_x": to_float(test.images, flatten=True), "test_y": test.labels,
     }  # fmt: skip
@@ -175,16 +185,18 @@ def m1_optimizer(args: argparse.Namespace) -> PyroOptim:
 
 
 def train_m1(data: dict, args: argparse.Namespace) -> tuple[DLGMGuide, float]:
-    """M1: a DLGM 784-600-600-50 (softplus) fitted on every training image, labels unused.
+    """M1: a DLGM 784-600-600-50 (softplus) fitted on every training image (``data["train_x"]``), labels
+    unused, its initialisation, noise and shuffling drawn from ``--m1-seed`` alone.
 
     Returns the guide and the last epoch's training ELBO per image."""
+    pyro.set_rng_seed(args.m1_seed)
     model = DLGM(784, (50,), ((600, 600),), activation="softplus", layer_scale="amortised", name="m1")
     guide = DLGMGuide.for_model(model, name="m1_guide")
-    images = torch.cat([data["labelled_x"], data["unlabelled_x"]])
-    result = fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, optim=m1_optimizer(args),
+    result = fit(model, guide, data["train_x"], epochs=args.m1_epochs, batch_size=100, optim=m1_optimizer(args),
                  transform_batch=lambda batch: (binarize_dynamic(batch),),
-                 checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.seed,
+                 checkpoint_path=args.out / "m1_checkpoint.pt", resume=not args.fresh, seed=args.m1_seed,
                  progress=not args.no_progress)  # fmt: skip
+    pyro.set_rng_seed(args.seed)
     return guide, result.history[-1]["train_elbo"]
 
 
@@ -206,6 +218,7 @@ def use_m1_features(data: dict, guide: DLGMGuide, args: argparse.Namespace) -> d
     if not bool(keep.any()):
         raise ValueError(f"--m1-min-std {args.m1_min_std} drops every M1 latent (largest spread {spread.max():.3g})")
     print(f"M1: {int(keep.sum())} of {len(keep)} latents kept (spread of their means > {args.m1_min_std})")
+    del data["train_x"]  # the pixels M1 was fitted on; M2 sees only M1's features from here on
     for key, (mean, scale) in posterior.items():
         data[key] = mean[:, keep]
         if key in ("labelled_x", "unlabelled_x"):
@@ -385,6 +398,8 @@ def fit_m2(data: dict, args: argparse.Namespace, num_classes: int = 10) -> tuple
     model, guide, optim, svi = build(data, args, num_classes)
     names = [name for name, _ in pyro.get_param_store().named_parameters()]
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
+    if args.m1:  # the features M2 was trained on: another M1 must not resume it silently
+        config.update({name: getattr(args, name) for name in M1_FEATURE_SETTINGS})
     state = FitState(optim, names, config, shuffle=torch.Generator().manual_seed(args.seed))
     saved = None if args.fresh else Checkpointer(args.out / CHECKPOINT_NAME).load()
     if saved is not None:

@@ -53,6 +53,21 @@ def test_m1_plus_m2_trains_on_the_dlgm_features_with_the_baseline(mnist_root, tm
     assert features["train_elbo_per_image"] < 0
 
 
+def test_label_draws_with_the_same_m1_seed_train_the_same_m1(mnist_root, tmp_path):
+    """M1 sees no labels: its rows (the file's order), initialisation, noise and shuffling come from --m1-seed
+    alone, so two label draws that share it get the same M1 (and may share its checkpoint)."""
+    import torch
+
+    flags = ("--m1", "--m1-epochs", "1", "--m1-seed", "3", "--epochs", "1")
+    first = run(mnist_root, tmp_path / "a", "--seed", "0", *flags)["m1_features"]
+    other_draw = run(mnist_root, tmp_path / "b", "--seed", "1", *flags)["m1_features"]
+    assert first["train_elbo_per_image"] == other_draw["train_elbo_per_image"]
+    saved = [torch.load(tmp_path / name / "m1_checkpoint.pt", weights_only=True) for name in ("a", "b")]
+    assert saved[0]["params"].keys() == saved[1]["params"].keys()
+    for name, value in saved[0]["params"].items():
+        assert torch.equal(value, saved[1]["params"][name]), name
+
+
 def test_m1_defaults_plain_adam_for_m1_and_a_small_z_for_m2_on_its_features():
     import torch
     from pyro.optim.clipped_adam import ClippedAdam
@@ -64,6 +79,8 @@ def test_m1_defaults_plain_adam_for_m1_and_a_small_z_for_m2_on_its_features():
     assert clipped.pt_optim_constructor is ClippedAdam and clipped.pt_optim_args == {"lr": 2e-3, "clip_norm": 10.0}
     sizes = [example.parse_args(flags).latent_dim for flags in ([], ["--m1"], ["--m1", "--latent-dim", "8"])]
     assert sizes == [50, 4, 8]
+    chosen = example.parse_args(["--m1", "--seed", "4"])
+    assert (chosen.m1_epochs, chosen.m1_seed) == (100, 4)  # M1's length chosen on validation; its seed follows --seed
 
 
 def test_m1_summary_gives_each_latents_kl_and_the_nearest_labelled_neighbours_error():
@@ -98,6 +115,14 @@ def test_ssvae_resumes_to_the_same_result_as_an_uninterrupted_run(mnist_root, tm
     assert [h["validation_error"] for h in resumed["history"]] == [h["validation_error"] for h in straight["history"]]
     assert resumed["test_error"] == straight["test_error"]
     assert not list((tmp_path / "b").glob("*.tmp"))
+
+
+def test_m2_checkpoint_refuses_to_resume_on_another_m1s_features(mnist_root, tmp_path):
+    """M2's checkpoint records the settings that decide M1's features: a rerun with a longer M1 would train
+    M1 on and then continue M2 on other features, so it stops with an error instead."""
+    run(mnist_root, tmp_path, "--m1", "--m1-epochs", "1", "--epochs", "1")
+    with pytest.raises(ValueError, match="'m1_epochs': 1"):
+        run(mnist_root, tmp_path, "--m1", "--m1-epochs", "2", "--epochs", "2")
 
 
 def test_ssvae_refuses_bad_flag_combinations(capsys):
