@@ -66,6 +66,7 @@ from pyro_bdl.experiment import (
 )
 from pyro_bdl.figures.m2 import analogy_grid, class_samples_grid
 from pyro_bdl.inference import FitState, fit
+from pyro_bdl.inference.fit_state import check_config
 from pyro_bdl.models import DLGM, M2, DLGMGuide, M2Guide
 from pyro_bdl.models.m2 import INIT_LAYERS, analogies, class_conditional_samples, class_scores, enumerated_elbo
 
@@ -391,16 +392,29 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
         checkpointer.save({"fit": state.state_dict()})
 
 
+def m2_config(args: argparse.Namespace) -> dict:
+    """What M2's checkpoint must have been written with to be resumed; with ``--m1`` also the settings that
+    decide M1's features, so that another M1 does not resume it silently."""
+    config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
+    if args.m1:
+        config.update({name: getattr(args, name) for name in M1_FEATURE_SETTINGS})
+    return config
+
+
+def check_m2_resumable(args: argparse.Namespace) -> None:
+    """Stop before M1 is trained if ``<out>/checkpoint.pt`` holds an M2 that this run could not resume."""
+    saved = None if args.fresh else Checkpointer(args.out / CHECKPOINT_NAME).load()
+    if saved is not None:
+        check_config(saved["fit"], m2_config(args), str(args.out / CHECKPOINT_NAME))
+
+
 def fit_m2(data: dict, args: argparse.Namespace, num_classes: int = 10) -> tuple[M2, M2Guide, FitState]:
     """Build M2 (:func:`build`), resume from ``<out>/checkpoint.pt`` unless ``--fresh``, train to ``--epochs``
     (:func:`train`) and restore the epoch of lowest validation error. Returns the model, the guide and the
     fit state (its ``result.history`` and ``result.best_epoch``)."""
     model, guide, optim, svi = build(data, args, num_classes)
     names = [name for name, _ in pyro.get_param_store().named_parameters()]
-    config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
-    if args.m1:  # the features M2 was trained on: another M1 must not resume it silently
-        config.update({name: getattr(args, name) for name in M1_FEATURE_SETTINGS})
-    state = FitState(optim, names, config, shuffle=torch.Generator().manual_seed(args.seed))
+    state = FitState(optim, names, m2_config(args), shuffle=torch.Generator().manual_seed(args.seed))
     saved = None if args.fresh else Checkpointer(args.out / CHECKPOINT_NAME).load()
     if saved is not None:
         state.load_state_dict(saved["fit"], str(args.out / CHECKPOINT_NAME))
@@ -429,6 +443,7 @@ def main(args: argparse.Namespace) -> dict:
     data = load_data(args)
     m1_record = None
     if args.m1:
+        check_m2_resumable(args)
         m1, m1_elbo = train_m1(data, args)
         m1_record = {"train_elbo_per_image": m1_elbo, **use_m1_features(data, m1, args)}
     model, guide, state = fit_m2(data, args)

@@ -176,11 +176,7 @@ class FitState:
                 f"{CHECKPOINT_FORMAT!r}); point checkpoint_path elsewhere or pass resume=False (an example's --fresh) "
                 "to overwrite it"
             )
-        if state["config"] != self.config:
-            raise ValueError(
-                f"{source} was written by a run with {state['config']}, this run has {self.config}; "
-                "pass resume=False (an example's --fresh) to start afresh"
-            )
+        check_config(state, self.config, source)
         if self.optim.get_state():
             raise ValueError(
                 "optim has already taken steps, so its state cannot be replaced by the checkpoint's; pass a fresh "
@@ -193,3 +189,13 @@ class FitState:
         self.result = FitResult(state["history"], state["best_epoch"], state["best_validation_elbo"],
                                 state["stopped_early"])  # fmt: skip
         self.epoch, self.bad_epochs, self.best_params = state["epoch"], state["bad_epochs"], state["best_params"]
+
+
+def check_config(state: dict[str, Any], config: dict, source: str = "the state") -> None:
+    """Raise ValueError unless the checkpoint ``state`` was written by a run with this ``config``: called by
+    :meth:`FitState.load_state_dict`, and on its own where a mismatch should stop a run before other work."""
+    if state["config"] != config:
+        raise ValueError(
+            f"{source} was written by a run with {state['config']}, this run has {config}; "
+            "pass resume=False (an example's --fresh) to start afresh"
+        )

@@ -119,10 +119,13 @@ def test_ssvae_resumes_to_the_same_result_as_an_uninterrupted_run(mnist_root, tm
 
 def test_m2_checkpoint_refuses_to_resume_on_another_m1s_features(mnist_root, tmp_path):
     """M2's checkpoint records the settings that decide M1's features: a rerun with a longer M1 would train
-    M1 on and then continue M2 on other features, so it stops with an error instead."""
+    M1 on and then continue M2 on other features, so it stops with an error instead, before M1 trains."""
+    import torch
+
     run(mnist_root, tmp_path, "--m1", "--m1-epochs", "1", "--epochs", "1")
     with pytest.raises(ValueError, match="'m1_epochs': 1"):
         run(mnist_root, tmp_path, "--m1", "--m1-epochs", "2", "--epochs", "2")
+    assert torch.load(tmp_path / "m1_checkpoint.pt", weights_only=True)["epoch"] == 1  # M1 was not trained on
 
 
 def test_ssvae_refuses_bad_flag_combinations(capsys):
