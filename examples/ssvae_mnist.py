@@ -68,7 +68,14 @@ from pyro_bdl.figures.m2 import analogy_grid, class_samples_grid
 from pyro_bdl.inference import FitState, fit
 from pyro_bdl.inference.fit_state import check_config
 from pyro_bdl.models import DLGM, M2, DLGMGuide, M2Guide
-from pyro_bdl.models.m2 import INIT_LAYERS, analogies, class_conditional_samples, class_scores, enumerated_elbo
+from pyro_bdl.models.m2 import (
+    INIT_LAYERS,
+    OBSERVATION_SCALES,
+    analogies,
+    class_conditional_samples,
+    class_scores,
+    enumerated_elbo,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESULTS_NAME = "results.json"
@@ -126,6 +133,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--m1-min-std", type=float, default=0.0,
                         help="M1+M2: keep only M1 latents whose mean varies across images by more than this "
                              "(Kingma et al.'s code: 0.1)")  # fmt: skip
+    parser.add_argument("--observation-scale", choices=OBSERVATION_SCALES, default="learned",
+                        help="M1+M2: the scale of M2's Gaussian p(x | y, z), one learned per feature or output by "
+                             "the decoder for each row (amortised, Kingma et al.'s code)")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also train the classifier on the labels alone")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -153,6 +163,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("classifier_warmup", "unlabelled_warmup"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.observation_scale != "learned" and not args.m1:
+        parser.error("--observation-scale applies to M1+M2's Gaussian features: it needs --m1")
     if args.labels % 10:
         parser.error(f"--labels must be a multiple of the 10 classes, got {args.labels}")
     check_mnist_split_arguments(parser, args)
@@ -341,7 +353,7 @@ def build(data: dict, args: argparse.Namespace, num_classes: int = 10) -> tuple[
     if args.m1:  # Gaussian features: M1's posterior means
         model = M2(dim, num_classes, args.latent_dim, (args.hidden,), observation="gaussian",
                    observation_params={"scale": torch.ones(dim)}, init_scale=args.init_scale,
-                   init_layers=args.init_layers)  # fmt: skip
+                   init_layers=args.init_layers, observation_scale=args.observation_scale)  # fmt: skip
     else:
         model = M2(dim, num_classes, args.latent_dim, (args.hidden,), init_scale=args.init_scale,
                    init_layers=args.init_layers)  # fmt: skip
@@ -398,6 +410,8 @@ def m2_config(args: argparse.Namespace) -> dict:
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
     if args.m1:
         config.update({name: getattr(args, name) for name in M1_FEATURE_SETTINGS})
+    if args.observation_scale != "learned":  # recorded only when set, so checkpoints from before the flag resume
+        config["observation_scale"] = args.observation_scale
     return config
 
 

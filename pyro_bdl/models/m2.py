@@ -79,6 +79,10 @@ def check_partial_labels(y: object, num_data: int, num_classes: int) -> torch.Te
     return check_labels("y", y, num_data=num_data, num_classes=num_classes, unlabelled=UNLABELLED)
 
 
+OBSERVATION_SCALES = ("learned", "amortised")
+"""Where the observation's ``scale`` comes from: the observation model's own (learned or fixed) parameter, or
+the decoder, one per datum and entry (Kingma et al.'s Gaussian ``p(x | y, z)``)."""
+
 INIT_LAYERS = ("all", "hidden")
 """Which layers ``init_scale`` draws small: every one (Kingma et al.) or the hidden ones only (Pyro's SS-VAE)."""
 
@@ -160,6 +164,9 @@ class M2(PyroModule):
         init_scale: standard deviation of the small initial decoder weights (see :func:`small_init_`);
             None keeps PyTorch's initialisation.
         init_layers: ``"all"`` (Kingma et al.) or ``"hidden"`` (Pyro's SS-VAE): which layers ``init_scale`` draws.
+        observation_scale: ``"learned"`` (the observation model's own parameters) or ``"amortised"``: the
+            decoder also outputs the observation's ``scale`` for every entry, ``softplus(.) + MIN_SCALE``, so
+            ``p(x | y, z) = N(mu(y, z), diag sigma(y, z)^2)`` for ``gaussian`` (any observation with a ``scale``).
 
     Call as ``model(x, y=None, *, obs_mask=None, num_data=None)``: ``x`` (data, D) observed,
     ``y`` (data,) integer labels with ``-1`` for unlabelled rows (``None``: all unlabelled);
@@ -181,11 +188,17 @@ class M2(PyroModule):
         learn_params: bool = True,
         init_scale: float | None = None,
         init_layers: str = "all",
+        observation_scale: str = "learned",
     ) -> None:
         super().__init__()
         check_int("data_dim", data_dim, 1)
         check_int("num_classes", num_classes, 2)
         check_int("latent_dim", latent_dim, 1)
+        if observation_scale not in OBSERVATION_SCALES:
+            raise ValueError(f"observation_scale must be one of {OBSERVATION_SCALES}, got {observation_scale!r}")
+        spec = get_observation_model(observation)
+        if observation_scale == "amortised" and "scale" not in {param.name for param in spec.params}:
+            raise ValueError(f"observation_scale='amortised' needs an observation with a scale, got {observation!r}")
         if observation == "categorical":
             raise ValueError(
                 "observation='categorical' is not supported by M2: it needs one natural parameter per entry"
@@ -200,17 +213,36 @@ class M2(PyroModule):
         if class_probs.shape != (num_classes,) or bool((class_probs <= 0).any()):
             raise ValueError(f"class_probs must be ({num_classes},) positive probabilities, got {class_probs}")
         self.register_buffer("class_probs", class_probs / class_probs.sum())
-        self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, data_dim, activation)
+        self.observation_scale = observation_scale
+        outputs = 2 * data_dim if observation_scale == "amortised" else data_dim
+        self.decoder = LabelConditionedMLP(latent_dim, num_classes, self.hidden_dims, outputs, activation)
         small_init_(self.decoder, init_scale, init_layers)
-        self.positive_eta = get_observation_model(observation).eta_positive
+        self.positive_eta = spec.eta_positive
         self.likelihood = ObservationModel(
             observation, event_dim=1, plates=(), learn_params=learn_params, **(observation_params or {})
         )
 
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``eta = f(z, y)`` and the per-datum observation parameters (``{"scale": sigma(y, z)}`` when
+        amortised, else none): z (..., latent_dim), y (...) integer; each tensor (..., D)."""
+        out = self.decoder(z, y)
+        params = {}
+        if self.observation_scale == "amortised":
+            out, raw_scale = out.chunk(2, dim=-1)
+            params["scale"] = F.softplus(raw_scale) + MIN_SCALE
+        return (F.softplus(out) + MIN_SCALE if self.positive_eta else out), params
+
     def natural_parameter(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``eta = f(z, y)``: z (..., latent_dim), y (...) integer; returns (..., D)."""
-        eta = self.decoder(z, y)
-        return F.softplus(eta) + MIN_SCALE if self.positive_eta else eta
+        return self.decode(z, y)[0]
+
+    def observation_distribution(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | y, z)`` per entry (batch (..., D), before ``to_event``)."""
+        return self.likelihood.distribution(*self.decode(z, y))
+
+    def observation_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``E[x | y, z]``, (..., D)."""
+        return self.likelihood.mean(*self.decode(z, y))
 
     def forward(
         self,
@@ -232,10 +264,10 @@ class M2(PyroModule):
                 label = _label_site(prior.expand([size]), labels, size)
             zero = self.class_probs.new_zeros(())
             z = pyro.sample(LATENT_SITE, dist.Normal(zero, 1.0).expand([size, self.latent_dim]).to_event(1))
-            eta = self.natural_parameter(z, label)
+            eta, params = self.decode(z, label)
             if obs_mask is None:
-                return self.likelihood(eta, obs=x, site_name=OBS_SITE)
-            return self.likelihood.observe_entries(eta, x, obs_mask, site_name=OBS_SITE)
+                return self.likelihood(eta, obs=x, site_name=OBS_SITE, params=params)
+            return self.likelihood.observe_entries(eta, x, obs_mask, site_name=OBS_SITE, params=params)
 
 
 def _label_site(fn: dist.Categorical, labels: torch.Tensor | None, size: int) -> torch.Tensor:
@@ -401,7 +433,7 @@ def class_scores(model: M2, guide: M2Guide, x: torch.Tensor) -> torch.Tensor:
     posterior = guide.latent_distribution(x, classes)
     z = posterior.mean
     with pyro.validation_enabled(False):  # grey-level images are scored as Bernoulli "observations" too
-        log_lik = model.likelihood.distribution(model.natural_parameter(z, classes)).log_prob(x)
+        log_lik = model.observation_distribution(z, classes).log_prob(x)
     log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + model.class_probs.log()[classes]
     return (log_lik.sum(-1) + log_prior - posterior.log_prob(z)).T
 
@@ -422,8 +454,7 @@ def analogies(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tensor | None
     )
     style = guide.latent_distribution(x, labels).mean  # (n, latent_dim)
     classes = torch.arange(model.num_classes, device=x.device)
-    eta = model.natural_parameter(style.unsqueeze(-2).expand(-1, model.num_classes, -1), classes)
-    return model.likelihood.mean(eta)
+    return model.observation_mean(style.unsqueeze(-2).expand(-1, model.num_classes, -1), classes)
 
 
 @torch.no_grad()
@@ -433,4 +464,4 @@ def class_conditional_samples(
     """``E[x | z, k]`` for ``z`` drawn from the prior, the same ``z`` across classes: (num_per_class, K, D)."""
     check_int("num_per_class", num_per_class, 1)
     z = torch.randn(num_per_class, 1, model.latent_dim, generator=generator).expand(-1, model.num_classes, -1)
-    return model.likelihood.mean(model.natural_parameter(z, torch.arange(model.num_classes)))
+    return model.observation_mean(z, torch.arange(model.num_classes))

@@ -79,17 +79,22 @@ class ObservationModel(PyroModule):
     def spec(self):
         return get_observation_model(self.model_name)
 
-    def param_values(self) -> dict[str, torch.Tensor]:
-        """The current (constrained) parameter values, by name."""
-        return {name: getattr(self, name) for name in self._param_names}
+    def param_values(self, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The current (constrained) parameter values, by name, with ``params`` in place of the stored
+        ones it names: per-datum values a network computes (an amortised ``scale``, broadcastable
+        against ``eta``)."""
+        unknown = sorted(set(params or {}) - set(self._param_names))
+        if unknown:
+            raise ValueError(f"{self.model_name}: params names {unknown}; it takes {list(self._param_names) or 'none'}")
+        return {name: getattr(self, name) for name in self._param_names} | dict(params or {})
 
-    def distribution(self, eta: torch.Tensor) -> dist.TorchDistribution:
-        """``observation_distribution(name, eta, **self.param_values())``, before ``to_event``."""
-        return observation_distribution(self.model_name, eta, **self.param_values())
+    def distribution(self, eta: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> dist.TorchDistribution:
+        """``observation_distribution(name, eta, **self.param_values(params))``, before ``to_event``."""
+        return observation_distribution(self.model_name, eta, **self.param_values(params))
 
-    def mean(self, eta: torch.Tensor) -> torch.Tensor:
+    def mean(self, eta: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``E[y | eta]`` with the current parameters (see :func:`mean_function`)."""
-        return mean_function(self.model_name, eta, **self.param_values())
+        return mean_function(self.model_name, eta, **self.param_values(params))
 
     def forward(
         self,
@@ -97,6 +102,7 @@ class ObservationModel(PyroModule):
         obs: torch.Tensor | None = None,
         obs_mask: torch.Tensor | None = None,
         site_name: str = OBS_SITE,
+        params: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sample (``obs=None``) or observe ``y`` at site ``site_name`` inside this module's plates.
 
@@ -107,20 +113,27 @@ class ObservationModel(PyroModule):
                 ``obs_mask``: missing entries are imputed by a latent site
                 ``f"{site_name}_unobserved"`` (which a guide must cover) and add nothing
                 to the observed log-likelihood. Their ``obs`` values are ignored (may be NaN).
+            params: per-datum parameter values in place of the stored ones (see :meth:`param_values`).
 
         Returns:
             The value at the site, ``(*outer, *plates, *event)``.
         """
+        fn = self.distribution(eta, params)
         if obs_mask is not None:
             if obs is None:
                 raise ValueError("obs_mask needs obs: it marks which entries of obs are observed")
             obs_mask = torch.as_tensor(obs_mask, dtype=torch.bool, device=eta.device)
             entries = obs_mask.reshape(obs_mask.shape + (1,) * self.event_dim)
-            obs = self._fill_missing(self.distribution(eta), obs, entries)
-        return self._sample(site_name, self.distribution(eta).to_event(self.event_dim), obs, obs_mask)
+            obs = self._fill_missing(fn, obs, entries)
+        return self._sample(site_name, fn.to_event(self.event_dim), obs, obs_mask)
 
     def observe_entries(
-        self, eta: torch.Tensor, obs: torch.Tensor, entry_mask: torch.Tensor, site_name: str = OBS_SITE
+        self,
+        eta: torch.Tensor,
+        obs: torch.Tensor,
+        entry_mask: torch.Tensor,
+        site_name: str = OBS_SITE,
+        params: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Observe ``obs`` only where ``entry_mask`` is True, entry by entry, even inside an event.
 
@@ -133,12 +146,13 @@ class ObservationModel(PyroModule):
             obs: observations, ``(*outer, *plates, *event)``.
             entry_mask: boolean, broadcastable to ``obs``'s shape, True where observed.
             site_name: the observed site's name.
+            params: per-datum parameter values, as for :meth:`forward`.
 
         Returns:
             ``obs`` with missing entries filled by a value in the support.
         """
         entry_mask = torch.as_tensor(entry_mask, dtype=torch.bool, device=eta.device)
-        fn = self.distribution(eta)
+        fn = self.distribution(eta, params)
         filled = self._fill_missing(fn, obs, entry_mask)
         return self._sample(site_name, fn.mask(entry_mask).to_event(self.event_dim), filled, None)
 

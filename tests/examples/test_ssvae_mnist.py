@@ -41,8 +41,11 @@ def test_ssvae_learns_from_few_labels_and_writes_results(mnist_root, tmp_path):
 
 
 def test_m1_plus_m2_trains_on_the_dlgm_features_with_the_baseline(mnist_root, tmp_path):
-    results = run(mnist_root, tmp_path, "--m1", "--m1-epochs", "1", "--epochs", "1", "--baseline")
+    """(With the decoder's own Gaussian scale here; the label-draw test below runs the default, a learned one.)"""
+    results = run(mnist_root, tmp_path, "--m1", "--m1-epochs", "1", "--epochs", "1", "--baseline",
+                  "--observation-scale", "amortised")  # fmt: skip
     assert results["m1"] and (tmp_path / "m1_checkpoint.pt").exists()
+    assert results["settings"]["observation_scale"] == "amortised"
     assert 0 < results["supervised_only"]["test_error"] < 0.9  # features of a 1-epoch M1 still classify
     assert 0 <= results["test_error"] <= 1
     features = results["m1_features"]
@@ -133,7 +136,8 @@ def test_ssvae_refuses_bad_flag_combinations(capsys):
     for flags, message in [(["--limit", "100", "--validation", "200"], "--validation must lie in"),
                            (["--labels", "25"], "--labels must be a multiple of the 10 classes"),
                            (["--m1-clip-norm", "0"], "--m1-clip-norm must be positive, got 0.0"),
-                           (["--m1-lr", "-1"], "--m1-lr must be positive, got -1.0")]:  # fmt: skip
+                           (["--m1-lr", "-1"], "--m1-lr must be positive, got -1.0"),
+                           (["--observation-scale", "amortised"], "--observation-scale applies to M1")]:  # fmt: skip
         with pytest.raises(SystemExit):
             example.parse_args(flags)
         assert message in capsys.readouterr().err

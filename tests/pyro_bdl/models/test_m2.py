@@ -26,13 +26,24 @@ pytestmark = pytest.mark.usefixtures("pyro_state")
 NUM_CLASSES, LATENT, PIXELS = 3, 2, 5
 
 
-def tiny(alpha: float = 0.0) -> tuple[M2, M2Guide]:
-    model = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,))
+def tiny(alpha: float = 0.0, **model_kwargs) -> tuple[M2, M2Guide]:
+    model = M2(PIXELS, NUM_CLASSES, LATENT, hidden_dims=(7,), **model_kwargs)
     return model, M2Guide.for_model(model, alpha=alpha)
 
 
 def binary_rows(n: int, seed: int = 1) -> torch.Tensor:
     return torch.bernoulli(torch.full((n, PIXELS), 0.4), generator=torch.Generator().manual_seed(seed))
+
+
+AMORTISED_GAUSSIAN = {"observation": "gaussian", "observation_scale": "amortised"}
+"""M1+M2's observation with the decoder's own scale: ``p(x | y, z) = N(mu(y, z), diag sigma(y, z)^2)``."""
+
+
+def rows_for(model: M2, n: int) -> torch.Tensor:
+    """Binary rows for a Bernoulli model, real ones for a Gaussian."""
+    if model.likelihood.model_name == "gaussian":
+        return torch.randn(n, PIXELS, generator=torch.Generator().manual_seed(1))
+    return binary_rows(n)
 
 
 def enumerated_loss(model, guide, *args) -> torch.Tensor:
@@ -48,7 +59,7 @@ def hand_written_elbo(model: M2, guide: M2Guide, x: torch.Tensor, y: torch.Tenso
     classes = torch.arange(NUM_CLASSES).unsqueeze(-1).expand(NUM_CLASSES, x.shape[0])  # (K, data)
     labels = torch.where(y >= 0, y, classes)  # the label each enumerated copy uses
     log_p = (
-        model.likelihood.distribution(model.natural_parameter(z, labels)).log_prob(x).sum(-1)
+        model.observation_distribution(z, labels).log_prob(x).sum(-1)
         + dist.Categorical(model.class_probs).log_prob(labels)
         + dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
         - guide.latent_distribution(x, labels).log_prob(z)
@@ -64,10 +75,11 @@ def guide_draws(guide: M2Guide, *args) -> torch.Tensor:
     return poutine.trace(enumerated).get_trace(*args).nodes[LATENT_SITE]["value"]
 
 
+@pytest.mark.parametrize("model_kwargs", [{}, AMORTISED_GAUSSIAN], ids=["bernoulli", "gaussian-amortised"])
 @pytest.mark.parametrize("labels", [[-1, -1, -1, -1], [0, -1, 2, -1]], ids=["unlabelled", "mixed"])
-def test_enumerated_elbo_equals_the_hand_written_sum_over_classes(labels):
-    model, guide = tiny()
-    x, y = binary_rows(4), torch.tensor(labels)
+def test_enumerated_elbo_equals_the_hand_written_sum_over_classes(labels, model_kwargs):
+    model, guide = tiny(**model_kwargs)
+    x, y = rows_for(model, 4), torch.tensor(labels)
     pyro.set_rng_seed(3)
     loss = enumerated_loss(model, guide, x, y)
     pyro.set_rng_seed(3)
@@ -175,6 +187,22 @@ def test_bad_constructor_arguments():
         M2Guide(5, alpha=-1.0)
     with pytest.raises(ValueError, match="categorical"):
         M2(5, observation="categorical")
+    with pytest.raises(ValueError, match="observation_scale must be one of"):
+        M2(5, observation="gaussian", observation_scale="fixed")
+    with pytest.raises(ValueError, match="observation_scale='amortised' needs an observation with a scale"):
+        M2(5, observation_scale="amortised")  # Bernoulli has no scale
+
+
+def test_amortised_scale_comes_from_the_decoder_for_each_row_and_entry():
+    model, _ = tiny(**AMORTISED_GAUSSIAN)
+    x, y = rows_for(model, 4), torch.tensor([0, 1, 2, 0])
+    trace = poutine.trace(model).get_trace(x, y)
+    z = trace.nodes[LATENT_SITE]["value"]
+    loc, raw_scale = model.decoder(z, y).chunk(2, dim=-1)
+    observed = trace.nodes[OBS_SITE]["fn"].base_dist
+    torch.testing.assert_close(observed.loc, loc)
+    torch.testing.assert_close(observed.scale, torch.nn.functional.softplus(raw_scale) + 1e-4)
+    assert observed.scale.shape == (4, PIXELS) and len(set(observed.scale.flatten().tolist())) > 1
 
 
 def test_svi_trains_every_parameter_of_model_and_guide():
@@ -231,9 +259,10 @@ def test_unlabelled_term_trains_the_classifier_unless_switched_off():
         torch.testing.assert_close(got, want)
 
 
-def test_class_scores_are_the_labelled_bound_at_the_mean_style():
-    model, guide = tiny()
-    x = binary_rows(4)
+@pytest.mark.parametrize("model_kwargs", [{}, AMORTISED_GAUSSIAN], ids=["bernoulli", "gaussian-amortised"])
+def test_class_scores_are_the_labelled_bound_at_the_mean_style(model_kwargs):
+    model, guide = tiny(**model_kwargs)
+    x = rows_for(model, 4)
     scores = class_scores(model, guide, x)
     assert scores.shape == (4, NUM_CLASSES)
     for k in range(NUM_CLASSES):
@@ -241,7 +270,7 @@ def test_class_scores_are_the_labelled_bound_at_the_mean_style():
         posterior = guide.latent_distribution(x, label)
         z = posterior.mean
         expected = (
-            model.likelihood.distribution(model.natural_parameter(z, label)).log_prob(x).sum(-1)
+            model.observation_distribution(z, label).log_prob(x).sum(-1)
             + dist.Categorical(model.class_probs).log_prob(label)
             + dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
             - posterior.log_prob(z)

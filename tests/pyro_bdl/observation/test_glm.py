@@ -276,6 +276,20 @@ def test_module_sites_plates_and_params():
     assert not [node for node in trace.nodes.values() if node["type"] == "param"]
 
 
+def test_per_datum_params_replace_the_stored_ones_in_every_method():
+    model = ObservationModel("gaussian", event_dim=1, scale=0.5)
+    eta, scale = torch.zeros(4, 2), torch.tensor([[0.1], [0.2], [0.3], [0.4]]).expand(4, 2)
+    torch.testing.assert_close(model.distribution(eta, {"scale": scale}).scale, scale)
+    torch.testing.assert_close(model.distribution(eta).scale, torch.full((4, 2), 0.5))
+    site = poutine.trace(model).get_trace(eta, obs=torch.ones(4, 2), params={"scale": scale}).nodes[OBS_SITE]
+    torch.testing.assert_close(site["fn"].base_dist.scale, scale)
+    entries = poutine.trace(model.observe_entries).get_trace(eta, torch.ones(4, 2), torch.ones(4, 2, dtype=torch.bool),
+                                                             params={"scale": scale})  # fmt: skip
+    torch.testing.assert_close(entries.nodes[OBS_SITE]["fn"].base_dist.base_dist.scale, scale)
+    with pytest.raises(ValueError, match=r"gaussian: params names \['rate'\]; it takes \['scale'\]"):
+        model.distribution(eta, {"rate": scale})
+
+
 class GLM(PyroModule):
     def __init__(self, name: str, in_features: int) -> None:
         super().__init__()
