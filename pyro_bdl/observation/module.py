@@ -86,7 +86,8 @@ class ObservationModel(PyroModule):
         unknown = sorted(set(params or {}) - set(self._param_names))
         if unknown:
             raise ValueError(f"{self.model_name}: params names {unknown}; it takes {list(self._param_names) or 'none'}")
-        return {name: getattr(self, name) for name in self._param_names} | dict(params or {})
+        params = params or {}  # a replaced parameter is not read, so it is not put in the param store either
+        return {name: params[name] if name in params else getattr(self, name) for name in self._param_names}
 
     def distribution(self, eta: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> dist.TorchDistribution:
         """``observation_distribution(name, eta, **self.param_values(params))``, before ``to_event``."""

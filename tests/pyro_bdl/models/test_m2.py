@@ -203,6 +203,7 @@ def test_amortised_scale_comes_from_the_decoder_for_each_row_and_entry():
     torch.testing.assert_close(observed.loc, loc)
     torch.testing.assert_close(observed.scale, torch.nn.functional.softplus(raw_scale) + 1e-4)
     assert observed.scale.shape == (4, PIXELS) and len(set(observed.scale.flatten().tolist())) > 1
+    assert "likelihood.scale" not in trace.param_nodes  # the observation model's own scale is not used
 
 
 def test_svi_trains_every_parameter_of_model_and_guide():
