@@ -85,6 +85,11 @@ PIXELS_LATENT_DIM, M1_LATENT_DIM = 50, 4
 """Default size of M2's z on pixels (the paper's 50) and on M1's features (chosen on validation, docs/m2.md)."""
 M1_FEATURE_SETTINGS = ("m1_epochs", "m1_seed", "m1_lr", "m1_clip_norm", "m1_min_std")
 """The arguments that decide M1's features, recorded in M2's checkpoint."""
+M2_TRAINING_SETTINGS = ("latent_dim", "batch_size", "labelled_batch", "alpha", "lr", "clip_norm", "classifier_dropout",
+                        "labelled_every", "weighting", "pixels", "init_scale", "init_layers", "classifier_warmup",
+                        "unlabelled_warmup", "m1_sample", "observation_scale")  # fmt: skip
+"""The arguments that shape M2's training, recorded in its checkpoint when a run sets them off their defaults
+(so checkpoints written before they were recorded still resume)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -405,13 +410,15 @@ def train(model, guide, svi, state: FitState, data: dict, args: argparse.Namespa
 
 
 def m2_config(args: argparse.Namespace) -> dict:
-    """What M2's checkpoint must have been written with to be resumed; with ``--m1`` also the settings that
-    decide M1's features, so that another M1 does not resume it silently."""
+    """What M2's checkpoint must have been written with to be resumed: with ``--m1`` also the settings that
+    decide M1's features, so that another M1 does not resume it silently, and every :data:`M2_TRAINING_SETTINGS`
+    entry this run sets off its default (``--epochs`` is not one: resuming to more epochs is the point)."""
     config = {"labels": args.labels, "seed": args.seed, "m1": args.m1, "hidden": args.hidden, "limit": args.limit}
     if args.m1:
         config.update({name: getattr(args, name) for name in M1_FEATURE_SETTINGS})
-    if args.observation_scale != "learned":  # recorded only when set, so checkpoints from before the flag resume
-        config["observation_scale"] = args.observation_scale
+    defaults = parse_args(["--m1"] if args.m1 else [])
+    config.update({name: getattr(args, name) for name in M2_TRAINING_SETTINGS
+                   if getattr(args, name) != getattr(defaults, name)})  # fmt: skip
     return config
 
 

@@ -131,6 +131,15 @@ def test_m2_checkpoint_refuses_to_resume_on_another_m1s_features(mnist_root, tmp
     assert torch.load(tmp_path / "m1_checkpoint.pt", weights_only=True)["epoch"] == 1  # M1 was not trained on
 
 
+def test_m2_checkpoint_refuses_to_resume_with_other_training_settings(mnist_root, tmp_path):
+    """A rerun into the same folder with another M2 setting (here the weight alpha) would mix two recipes in one
+    run: it stops with an error naming the setting; the same settings resume."""
+    run(mnist_root, tmp_path, "--epochs", "1")
+    with pytest.raises(ValueError, match=r"'alpha': 0\.5"):
+        run(mnist_root, tmp_path, "--epochs", "2", "--alpha", "0.5")
+    assert [entry["epoch"] for entry in run(mnist_root, tmp_path, "--epochs", "2")["history"]] == [1, 2]
+
+
 def test_ssvae_refuses_bad_flag_combinations(capsys):
     example = load_example("ssvae_mnist")
     for flags, message in [(["--limit", "100", "--validation", "200"], "--validation must lie in"),
